@@ -1,0 +1,18 @@
+"""YONOS-SR: one-step super-resolution with a latent diffusion model trained by scale distillation.
+
+Noroozi et al., "You Only Need One Step: Fast Super-Resolution with Stable Diffusion via Scale
+Distillation", ECCV 2024 (arXiv 2401.17258). Public API:
+
+    from yonos import YonosPipeline
+    sr = YonosPipeline.from_pretrained("runs/embedded/student_decoder").upscale(image)
+"""
+
+__version__ = "0.1.0"
+
+
+def __getattr__(name):  # lazy: `import yonos` must not pull in torch for `yonos --help`
+    if name == "YonosPipeline":
+        from yonos.pipeline import YonosPipeline
+
+        return YonosPipeline
+    raise AttributeError(name)

@@ -1,0 +1,1 @@
+"""Data: dataset registry and acquisition, paired loading, degradations."""
