@@ -7,7 +7,13 @@ Distillation", ECCV 2024 (arXiv 2401.17258). Public API:
     sr = YonosPipeline.from_pretrained("runs/embedded/student_decoder").upscale(image)
 """
 
+import logging
+
 __version__ = "0.1.0"
+
+# diffusers imports bitsandbytes (a pyiqa dependency) when present; on CPUs with AVX512-BF16 it warns
+# about an optional kernel we never use, on every import. Keep our one-line errors one line.
+logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
 
 
 def __getattr__(name):  # lazy: `import yonos` must not pull in torch for `yonos --help`

@@ -1,0 +1,145 @@
+"""YonosPipeline: LR image -> SR image in `steps` DDIM steps (one by default).
+
+    pipe = YonosPipeline.from_pretrained("runs/embedded/student_x4_decoder")
+    sr = pipe.upscale(Image.open("lr.png"))              # PIL in, PIL out, exactly 4x the size
+
+Checkpoint layout (diffusers-style, safetensors + JSON only; nothing is pickled):
+    yonos_config.json   scale, format version          unet/   UNet2DConditionModel
+    vae/                AutoencoderKL                    scheduler/  DDIMScheduler config
+    null_text_embedding.safetensors                      the fixed cross-attention context
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
+from PIL import Image
+from safetensors.torch import load_file, save_file
+
+from yonos.errors import UserError
+from yonos.io import atomic_path, pil_to_array, to_uint8, write_json
+from yonos.models import LatentCodec, unet_multiple, vae_factor
+from yonos.resize import bicubic_up
+from yonos.sampler import per_image_generators, sample
+
+FORMAT = 1
+CONFIG_NAME = "yonos_config.json"
+NULL_NAME = "null_text_embedding.safetensors"
+
+
+class YonosPipeline:
+    def __init__(self, unet: UNet2DConditionModel, vae: AutoencoderKL, scheduler: DDIMScheduler,
+                 null_emb: torch.Tensor, scale: int):
+        self.unet, self.vae, self.scheduler = unet.eval(), vae.eval(), scheduler
+        self.codec = LatentCodec(vae)
+        self.null_emb = null_emb
+        self.scale = int(scale)
+
+    # --- persistence ------------------------------------------------------------------------
+    @classmethod
+    def from_pretrained(cls, path: str | Path, *, device: str | torch.device = "cpu",
+                        dtype: torch.dtype = torch.float32) -> "YonosPipeline":
+        path = Path(path)
+        cfg_file = path / CONFIG_NAME
+        if not cfg_file.is_file():
+            raise UserError(f"{path}: not a YONOS checkpoint ({CONFIG_NAME} missing); "
+                            f"pass a folder written by a training stage, e.g. runs/embedded/student_x4_decoder")
+        cfg = json.loads(cfg_file.read_text())
+        if cfg.get("format") != FORMAT:
+            raise UserError(f"{cfg_file}: checkpoint format {cfg.get('format')} is not {FORMAT}; re-export it")
+        unet = UNet2DConditionModel.from_pretrained(path / "unet", torch_dtype=dtype, use_safetensors=True)
+        vae = AutoencoderKL.from_pretrained(path / "vae", torch_dtype=dtype, use_safetensors=True)
+        scheduler = DDIMScheduler.from_pretrained(path / "scheduler")
+        null_emb = load_file(path / NULL_NAME)["null_text_embedding"]
+        return cls(unet, vae, scheduler, null_emb, cfg["scale"]).to(device)
+
+    def save_pretrained(self, path: str | Path, **extra_config) -> None:
+        """Write the whole folder beside `path`, then rename it into place (never half-written)."""
+        path = Path(path)
+        tmp = path.with_name(f".{path.name}.tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        self.unet.save_pretrained(tmp / "unet", safe_serialization=True)
+        self.vae.save_pretrained(tmp / "vae", safe_serialization=True)
+        self.scheduler.save_pretrained(tmp / "scheduler")
+        save_file({"null_text_embedding": self.null_emb.detach().cpu().contiguous()}, tmp / NULL_NAME)
+        write_json(tmp / CONFIG_NAME, {"format": FORMAT, "scale": self.scale, **extra_config})
+        old = path.with_name(f".{path.name}.old")
+        if path.exists():
+            shutil.rmtree(old, ignore_errors=True)
+            path.rename(old)
+        tmp.rename(path)
+        shutil.rmtree(old, ignore_errors=True)
+
+    def to(self, device) -> "YonosPipeline":
+        self.unet.to(device)
+        self.vae.to(device)
+        self.null_emb = self.null_emb.to(device)
+        return self
+
+    @property
+    def device(self) -> torch.device:
+        return self.unet.device
+
+    # --- the method -------------------------------------------------------------------------
+    @property
+    def lr_multiple(self) -> int:
+        """LR sizes are padded to this so scale * size is divisible by the latent grid's multiple."""
+        m = vae_factor(self.vae) * unet_multiple(self.unet)
+        return m // math.gcd(m, self.scale)
+
+    @torch.no_grad()
+    def encode_condition(self, lr: torch.Tensor) -> torch.Tensor:
+        """z_l = E(up(x_l)): bicubic to the HR grid, then the encoder's posterior mode."""
+        return self.codec.encode(bicubic_up(lr, self.scale))
+
+    @torch.no_grad()
+    def upscale_latents(self, lr: torch.Tensor, *, steps: int = 1,
+                        generator: Sequence[torch.Generator] | None = None) -> torch.Tensor:
+        """z-hat_0 for a batch of LR images whose size is already a multiple of `lr_multiple`."""
+        lr = lr.to(self.device, torch.float32)
+        generator = generator if generator is not None else per_image_generators([0] * lr.shape[0])
+        z_l = self.encode_condition(lr)
+        return sample(self.unet, self.scheduler, z_l, self.null_emb, steps=steps, generators=generator)
+
+    @torch.no_grad()
+    def upscale_batch(self, lr: torch.Tensor, *, steps: int = 1,
+                      generator: Sequence[torch.Generator] | None = None,
+                      return_latents: bool = False):
+        """NCHW float [0, 1] LR -> NCHW float [0, 1] SR of exactly scale x the size (pad, then crop)."""
+        if lr.ndim != 4 or lr.shape[1] != 3:
+            raise ValueError(f"expected N x 3 x H x W, got {tuple(lr.shape)}")
+        h, w = lr.shape[-2:]
+        m = self.lr_multiple
+        ph, pw = (-h) % m, (-w) % m
+        # Replicate, not reflect: reflect fails when the pad is larger than a tiny image.
+        padded = F.pad(lr, (0, pw, 0, ph), mode="replicate") if (ph or pw) else lr
+        z0 = self.upscale_latents(padded, steps=steps, generator=generator)
+        sr = self.codec.decode(z0)[..., : h * self.scale, : w * self.scale].clamp(0, 1)
+        return (sr, z0) if return_latents else sr
+
+    def upscale(self, image, *, steps: int = 1, seed: int = 0):
+        """One image (PIL, HxWxC uint8/uint16/float array, or 3xHxW tensor) -> same kind, scale x larger."""
+        if isinstance(image, Image.Image):
+            x = torch.from_numpy(pil_to_array(image)).permute(2, 0, 1)
+        elif isinstance(image, np.ndarray):
+            arr = image.astype(np.float32) / (65535.0 if image.dtype == np.uint16 else
+                                               255.0 if image.dtype == np.uint8 else 1.0)
+            arr = np.repeat(arr[..., None], 3, 2) if arr.ndim == 2 else arr[..., :3]
+            x = torch.from_numpy(np.ascontiguousarray(arr)).permute(2, 0, 1)
+        else:
+            x = image
+        sr = self.upscale_batch(x[None], steps=steps, generator=per_image_generators([seed]))[0].cpu()
+        if isinstance(image, Image.Image):
+            return Image.fromarray(to_uint8(sr))
+        if isinstance(image, np.ndarray):
+            return to_uint8(sr)
+        return sr

@@ -1,0 +1,80 @@
+"""One-to-many-step DDIM sampling conditioned on z_l, with noise seeded per image.
+
+diffusers' DDIMScheduler with "trailing" timestep spacing: one step starts at t = T - 1 = 999 (SD's
+schedule is not zero-terminal-SNR, so alpha_999 ~ 0.068 and z_T carries a little signal), and
+`set_alpha_to_one=True` makes the last step return the network's z-hat exactly. eta = 0.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from diffusers import DDIMScheduler
+
+from yonos.schedule import alpha_sigma, to_z0
+
+
+def make_scheduler(model_cfg: dict) -> DDIMScheduler:
+    return DDIMScheduler(
+        num_train_timesteps=model_cfg["num_train_timesteps"],
+        beta_start=model_cfg["beta_start"],
+        beta_end=model_cfg["beta_end"],
+        beta_schedule=model_cfg["beta_schedule"],
+        prediction_type=model_cfg["prediction_type"],
+        timestep_spacing="trailing",
+        set_alpha_to_one=True,
+        clip_sample=False,
+        steps_offset=0,
+    )
+
+
+def per_image_generators(seeds: Sequence[int], device="cpu") -> list[torch.Generator]:
+    """One generator per image id (EDM's StackedRandomGenerator idea): pixels don't depend on batching."""
+    return [torch.Generator(device).manual_seed(int(s)) for s in seeds]
+
+
+def stacked_randn(shape: Sequence[int], generators: Sequence[torch.Generator], device, dtype=torch.float32):
+    """N independent draws of `shape`, the i-th from generators[i] (drawn on its device, then moved)."""
+    return torch.stack([torch.randn(tuple(shape), generator=g, device=g.device) for g in generators]).to(
+        device=device, dtype=dtype
+    )
+
+
+def denoise(unet, z_t, z_l, t, null_emb) -> torch.Tensor:
+    """Raw network output for [z_t, z_l] at integer timesteps t (shape N)."""
+    cond = null_emb.to(device=z_t.device, dtype=z_t.dtype).expand(z_t.shape[0], -1, -1)
+    x = torch.cat([z_t, z_l.to(z_t.dtype)], dim=1)
+    return unet(x, t, encoder_hidden_states=cond).sample
+
+
+def predict_z0(unet, z_t, z_l, t, null_emb, *, alphas_cumprod: torch.Tensor, prediction_type: str) -> torch.Tensor:
+    """z-hat_theta(z_t, z_l, lambda_t): the clean-latent prediction, whatever the parameterisation."""
+    alpha, sigma = alpha_sigma(alphas_cumprod, t)
+    pred = denoise(unet, z_t, z_l, t, null_emb).float()
+    return to_z0(prediction_type, pred, z_t.float(), alpha, sigma)
+
+
+@torch.no_grad()
+def sample(
+    unet,
+    scheduler: DDIMScheduler,
+    z_l: torch.Tensor,
+    null_emb: torch.Tensor,
+    *,
+    steps: int,
+    generators: Sequence[torch.Generator],
+) -> torch.Tensor:
+    """DDIM from z_T ~ N(0, I) to z-hat_0 in `steps` steps (1 <= steps <= num_train_timesteps)."""
+    n_train = scheduler.config.num_train_timesteps
+    if not 1 <= steps <= n_train:
+        raise ValueError(f"steps must be in [1, {n_train}], got {steps}")
+    if len(generators) != z_l.shape[0]:
+        raise ValueError(f"need one generator per image: {len(generators)} for {z_l.shape[0]} images")
+    scheduler.set_timesteps(steps, device=z_l.device)
+    z = stacked_randn(z_l.shape[1:], generators, z_l.device, torch.float32) * scheduler.init_noise_sigma
+    for t in scheduler.timesteps:
+        tt = torch.full((z.shape[0],), int(t), device=z.device, dtype=torch.long)
+        out = denoise(unet, z.to(unet.dtype), z_l.to(unet.dtype), tt, null_emb).float()
+        z = scheduler.step(out, int(t), z, eta=0.0).prev_sample
+    return z

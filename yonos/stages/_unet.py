@@ -1,0 +1,89 @@
+"""Shared by the U-Net stages (train_teacher, distill_student, train_direct, finetune_decoder)."""
+
+from __future__ import annotations
+
+from functools import partial
+from pathlib import Path
+
+import torch
+from diffusers import AutoencoderKL
+
+from yonos.checkpoint import has_trainer_state
+from yonos.config import run_dir
+from yonos.io import write_json
+from yonos.models import LatentCodec, build_unet, null_text_embedding, vae_factor
+from yonos.pipeline import YonosPipeline
+from yonos.sampler import make_scheduler
+from yonos.stages._common import load_folder
+from yonos.train import CropStream, LatentSR, fit, make_accelerator
+
+
+def load_vae(cfg: dict) -> AutoencoderKL:
+    return AutoencoderKL.from_pretrained(run_dir(cfg, "train_autoencoder", "vae"), use_safetensors=True)
+
+
+def new_pipeline(cfg: dict, scale: int) -> YonosPipeline:
+    """The starting point of the first stage: a fresh U-Net (embedded) or SD's, widened (paper)."""
+    mcfg = cfg["model"]
+    if cfg["profile"] == "paper":
+        from yonos.weights import load_sd_unet
+
+        unet, null_emb = load_sd_unet(cfg)
+    else:
+        torch.manual_seed(cfg["seed"])
+        unet = build_unet(mcfg["unet"])
+        null_emb = null_text_embedding(unet, mcfg["null_text_tokens"])
+    return YonosPipeline(unet, load_vae(cfg), make_scheduler(mcfg), null_emb, scale)
+
+
+def from_checkpoint(path: str | Path, scale: int | None = None) -> YonosPipeline:
+    pipe = YonosPipeline.from_pretrained(path)
+    if scale is not None:
+        pipe.scale = scale  # a student starts from its teacher's weights at a new magnification
+    return pipe
+
+
+def task_for(cfg: dict, pipe: YonosPipeline) -> LatentSR:
+    for p in pipe.vae.parameters():
+        p.requires_grad_(False)
+    return LatentSR(codec=LatentCodec(pipe.vae), alphas_cumprod=pipe.scheduler.alphas_cumprod,
+                    null_emb=pipe.null_emb, prediction_type=cfg["model"]["prediction_type"],
+                    weighting=cfg["model"]["weighting"], degradation=cfg["degradation"])
+
+
+def train_unet(cfg: dict, pipe: YonosPipeline, loss, *, stream: str, steps: int, out: Path, desc: str) -> dict:
+    """Train pipe.unet with `loss(unet, batch)` and save the pipeline to out/checkpoint."""
+    tcfg, mcfg = cfg["train"], cfg["model"]
+    state, ckpt = out / "state", out / "checkpoint"
+    if has_trainer_state(state) and (ckpt / "unet").is_dir():  # resume an interrupted run
+        pipe.unet = from_checkpoint(ckpt).unet
+    pipe.unet.train().requires_grad_(True)
+    side = tcfg["hr_crop"] // vae_factor(pipe.vae)
+    latent_shape = (pipe.vae.config.latent_channels, side, side)
+    images = load_folder(run_dir(cfg, "prepare_data", "train"))
+    accelerator = make_accelerator(cfg, tcfg["grad_accum"])
+    device = accelerator.device
+    pipe.vae.to(device)
+    pipe.null_emb = pipe.null_emb.to(device)
+
+    def save(unet, step):
+        pipe.unet = unet
+        YonosPipeline(unet, pipe.vae, pipe.scheduler, pipe.null_emb, pipe.scale).save_pretrained(
+            ckpt, trained_steps=step, stage=out.name)
+
+    result = fit(
+        pipe.unet, loss,
+        lambda n: CropStream(images, tcfg["hr_crop"], n, seed=cfg["seed"], stream=stream,
+                             latent_shape=latent_shape, num_timesteps=mcfg["num_train_timesteps"]),
+        accelerator=accelerator, steps=steps, batch_size=tcfg["batch_size"], lr=tcfg["lr"],
+        warmup_steps=tcfg["warmup_steps"], weight_decay=tcfg["weight_decay"], grad_clip=tcfg["grad_clip"],
+        state_dir=state, checkpoint_every=tcfg["checkpoint_every"], on_checkpoint=save, desc=desc,
+    )
+    write_json(out / "train_log.json", {"steps": result.steps, "seconds": result.seconds,
+                                        "final_loss": result.final_loss, "loss_every_step": result.losses})
+    return {"timing": {"train_seconds": round(result.seconds, 2), "steps": result.steps,
+                       "final_loss": result.final_loss}}
+
+
+def with_task(loss_fn, cfg: dict, pipe: YonosPipeline, **kwargs):
+    return partial(loss_fn, task=task_for(cfg, pipe), **kwargs)

@@ -1,0 +1,156 @@
+"""evaluate: every variant on every selected set, at every DDIM step count, timed in the same call
+that is scored. Methods are found by name in the `yonos.methods` registry and used only through
+the common `upscale` contract, plus optional capabilities (`has_latents`) instead of name checks.
+
+Writes runs/<profile>/evaluate/{results.csv, per_image.csv, images/<set>/<variant>_s<steps>/<id>.png}.
+results.csv is tidy: method, variant, dataset, degradation, steps, metric, value, seconds_per_image, note.
+latent_psnr = 10 log10(range(z_h)^2 / MSE(z-hat, z_h)) per image, range = max - min of that image's
+E(HR); it shows the U-Net's error where the decoder bounds pixel metrics.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import zlib
+from collections import defaultdict
+from pathlib import Path
+
+import pandas as pd
+import torch
+from tqdm.auto import tqdm
+
+from yonos.config import run_dir
+from yonos.data.eval_sets import resolve_eval_set
+from yonos.io import atomic_path, save_image
+from yonos.metrics import Scorer
+from yonos.plugins import load_method
+from yonos.sampler import per_image_generators
+from yonos.stages._common import device_of, stage_main
+
+NAME = "evaluate"
+
+
+def image_seed(seed: int, image_id: str) -> int:
+    """Noise seed of one image: a function of its id, never of its position in a batch."""
+    return (zlib.crc32(image_id.encode()) + 1_000_003 * int(seed)) % 2**31
+
+
+def latent_psnr(z_hat: torch.Tensor, z_h: torch.Tensor) -> torch.Tensor:
+    mse = (z_hat.float() - z_h.float()).pow(2).mean(dim=(1, 2, 3))
+    rng = z_h.flatten(1).amax(1) - z_h.flatten(1).amin(1)
+    return 10 * torch.log10(rng.pow(2) / mse)
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def batches(pairs, batch_size: int):
+    """Consecutive batches of same-sized pairs (classic sets mix sizes)."""
+    by_size = defaultdict(list)
+    for item in pairs:
+        by_size[tuple(item[1].shape)].append(item)
+    for items in by_size.values():
+        for i in range(0, len(items), batch_size):
+            chunk = items[i: i + batch_size]
+            yield [c[0] for c in chunk], torch.stack([c[1] for c in chunk]), torch.stack([c[2] for c in chunk])
+
+
+def build_variants(cfg: dict, device) -> dict:
+    variants = {}
+    for name, spec in cfg["evaluate"]["variants"].items():
+        kwargs = {k: v for k, v in spec.items() if k not in ("method", "checkpoint")}
+        if "checkpoint" in spec:
+            kwargs["checkpoint"] = run_dir(cfg, spec["checkpoint"])
+            kwargs["device"] = device
+        variants[name] = load_method(spec["method"], **kwargs)
+    return variants
+
+
+def evaluate_row(method, pairs, *, scale, steps, scorer, ecfg, device, image_dir: Path, save_ids: set):
+    """Scores of one (variant, set, steps): {metric: [per-image]}, seconds per image."""
+    per_image, ids_all, seconds = defaultdict(list), [], 0.0
+    for ids, lr, hr in batches(pairs, ecfg["batch_size"]):
+        gens = per_image_generators([image_seed(ecfg["seed"], i) for i in ids]) if method.is_diffusion else None
+        lr, hr = lr.to(device), hr.to(device)
+        sync(device)
+        t0 = time.perf_counter()
+        out = method.upscale(lr, scale=scale, steps=steps, generator=gens,
+                             **({"return_latents": True} if getattr(method, "has_latents", False) else {}))
+        sync(device)
+        seconds += time.perf_counter() - t0
+        sr, z_hat = out if isinstance(out, tuple) else (out, None)
+        for metric, values in scorer.score(sr, hr).items():
+            per_image[metric] += values.tolist()
+        if z_hat is not None:
+            per_image["latent_psnr"] += latent_psnr(z_hat, method.encode(hr)).tolist()
+        for i, img in zip(ids, sr):
+            if i in save_ids:
+                save_image(img.cpu(), image_dir / f"{i}.png")
+        ids_all += ids
+    return ids_all, per_image, seconds / max(1, len(ids_all))
+
+
+def run(cfg: dict) -> dict:
+    ecfg, out = cfg["evaluate"], run_dir(cfg, NAME)
+    device = device_of(cfg)
+    variants = build_variants(cfg, device)
+    rows, image_rows = [], []
+    for set_name in ecfg["sets"]:
+        eset = resolve_eval_set(set_name, cfg, run_dir(cfg))
+        scorer = Scorer(ecfg["metrics"], device=device, border=eset.border)
+        na = {m: r for m, r in scorer.available.items() if r}
+        img_root = out / "images" / set_name
+        saved = set(eset.ids[: ecfg["save_images"]])
+        for i in saved:  # LR and HR beside the SR images, for the visual grids
+            _, lr, hr = eset[eset.ids.index(i)]
+            save_image(lr, img_root / "lr" / f"{i}.png")
+            save_image(hr, img_root / "hr" / f"{i}.png")
+        for vname, method in variants.items():
+            scale = method.scales[0] if getattr(method, "has_latents", False) else eset.scale
+            pairs = eset.pairs_at(scale)
+            if pairs is None:
+                print(f"[{NAME}] {set_name}: no x{scale} LR; {vname} skipped there")
+                continue
+            steps_list = ecfg["steps"] if method.is_diffusion else [0]
+            for steps in tqdm(steps_list, desc=f"{set_name}/{vname}", mininterval=2.0):
+                ids, scores, spi = evaluate_row(method, pairs, scale=scale, steps=max(steps, 1), scorer=scorer,
+                                                ecfg=ecfg, device=device, image_dir=img_root / f"{vname}_s{steps}",
+                                                save_ids=saved)
+                base = dict(method=method.name, variant=vname, dataset=set_name,
+                            degradation=eset.degradation, steps=steps, seconds_per_image=spi)
+                for metric, values in scores.items():
+                    rows.append({**base, "metric": metric, "value": sum(values) / len(values),
+                                 "note": scorer.notes.get(metric, "")})
+                    image_rows += [{**base, "id": i, "metric": metric, "value": v} for i, v in zip(ids, values)]
+                for metric, reason in na.items():
+                    rows.append({**base, "metric": metric, "value": math.nan, "note": reason})
+            if getattr(method, "has_latents", False) and cfg["evaluate"]["variants"][vname].get("ceiling"):
+                rows += ceiling_rows(method, pairs, scorer, ecfg, device, set_name, eset.degradation)
+    for name, frame in (("results.csv", pd.DataFrame(rows)), ("per_image.csv", pd.DataFrame(image_rows))):
+        with atomic_path(out / name) as tmp:
+            frame.to_csv(tmp, index=False, float_format="%.6g")
+    return {}
+
+
+@torch.no_grad()
+def ceiling_rows(method, pairs, scorer, ecfg, device, set_name, degradation) -> list[dict]:
+    """D(E(HR)) against HR: what a perfect latent prediction would score (the autoencoder ceiling)."""
+    values = defaultdict(list)
+    for _, _, hr in batches(pairs, ecfg["batch_size"]):
+        hr = hr.to(device)
+        for metric, v in scorer.score(method.reconstruct(hr), hr).items():
+            values[metric] += v.tolist()
+    return [dict(method=method.name, variant="autoencoder", dataset=set_name, degradation=degradation, steps=0,
+                 metric=m, value=sum(v) / len(v), seconds_per_image=math.nan, note="D(E(HR)): latent ceiling")
+            for m, v in values.items()]
+
+
+def main() -> int:
+    return stage_main(NAME, run)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,46 @@
+"""Every stage in pipeline order, in one process, without DVC: for tests and the CI drift check.
+
+    python -m yonos.stages.run_all --profile smoke --run-root /tmp/runs [--until evaluate]
+
+`dvc repro` is the way to run the pipeline for real: it skips what is up to date.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from yonos.config import load_params
+from yonos.errors import UserError
+from yonos.stages._common import run_stage
+
+ORDER = ("prepare_data", "train_autoencoder", "train_teacher", "distill_student", "train_direct",
+         "finetune_decoder", "evaluate", "report")
+
+
+def run_all(cfg: dict, until: str = "evaluate") -> None:
+    for name in ORDER[: ORDER.index(until) + 1]:
+        run_stage(name, importlib.import_module(f"yonos.stages.{name}").run, cfg)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m yonos.stages.run_all", description=__doc__.splitlines()[0])
+    parser.add_argument("--profile", default="smoke")
+    parser.add_argument("--params", default="params.yaml")
+    parser.add_argument("--run-root", default=None)
+    parser.add_argument("--until", default="evaluate", choices=ORDER)
+    args = parser.parse_args(argv)
+    try:
+        cfg = load_params(args.params, args.profile)
+        if args.run_root:
+            cfg["run_root"] = args.run_root
+        run_all(cfg, args.until)
+    except UserError as exc:
+        print(f"run_all: error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,279 @@
+"""Training with HF accelerate: one loop (`fit`) and one loss per stage.
+
+Examples are a pure function of (seed, stream, example index): crop, flip, timestep t, noise eps and
+degradation seed all come from a per-example generator. With accelerate's batch sharding, process k
+of n gets micro-batch k of each global batch, so n processes at batch B see exactly the examples of
+one process at batch n*B, and DDP's gradient mean equals the big batch's mean: results match up to
+float rounding, whatever the process count (tested in tests/test_multiprocess.py).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from accelerate import Accelerator
+from diffusers.optimization import get_cosine_schedule_with_warmup
+from torch.utils.data import DataLoader, Dataset
+from tqdm.auto import tqdm
+
+from yonos.checkpoint import has_trainer_state, load_trainer_state, save_trainer_state
+from yonos.data.degradations import degrade
+from yonos.models import LatentCodec
+from yonos.resize import bicubic_up
+from yonos.sampler import per_image_generators, predict_z0, sample
+from yonos.schedule import add_noise, alpha_sigma, loss_weight
+
+
+# --- examples -------------------------------------------------------------------------------------
+def example_seed(seed: int, stream: str, index: int) -> int:
+    """A well-mixed 63-bit seed for one example of one named stream."""
+    ss = np.random.SeedSequence([int(seed), zlib.crc32(stream.encode()), int(index)])
+    return int(ss.generate_state(1, dtype=np.uint64)[0] >> np.uint64(1))
+
+
+class CropStream(Dataset):
+    """Random HR crops (with flips and 90-degree rotations) of in-memory RGB images, by example index.
+
+    If `latent_shape` is given, each example also carries its diffusion timestep t and noise eps.
+    """
+
+    def __init__(self, images: Sequence[torch.Tensor], crop: int, length: int, *, seed: int, stream: str,
+                 latent_shape: tuple[int, ...] | None = None, num_timesteps: int = 1000):
+        self.images = [im for im in images if min(im.shape[-2:]) >= crop]
+        if not self.images:
+            raise ValueError(f"no training image is at least {crop} px on each side")
+        areas = torch.tensor([im.shape[-2] * im.shape[-1] for im in self.images], dtype=torch.float64)
+        self.weights = areas / areas.sum()  # sample images by area: every pixel equally likely
+        self.crop, self.length, self.seed, self.stream = crop, length, seed, stream
+        self.latent_shape, self.num_timesteps = latent_shape, num_timesteps
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, i: int) -> dict:
+        s = example_seed(self.seed, self.stream, i)
+        g = torch.Generator().manual_seed(s)
+        im = self.images[int(torch.multinomial(self.weights, 1, generator=g))]
+        h, w = im.shape[-2:]
+        y = int(torch.randint(0, h - self.crop + 1, (1,), generator=g))
+        x = int(torch.randint(0, w - self.crop + 1, (1,), generator=g))
+        hr = im[:, y : y + self.crop, x : x + self.crop]
+        k, flip = int(torch.randint(0, 4, (1,), generator=g)), bool(torch.randint(0, 2, (1,), generator=g))
+        hr = torch.rot90(hr, k, dims=(1, 2))
+        hr = hr.flip(-1) if flip else hr
+        item = {"hr": hr.contiguous(), "seed": s % (2**31)}
+        if self.latent_shape is not None:
+            item["t"] = torch.randint(0, self.num_timesteps, (), generator=g)
+            item["eps"] = torch.randn(self.latent_shape, generator=g)
+        return item
+
+
+# --- the loop -------------------------------------------------------------------------------------
+@dataclass
+class FitResult:
+    steps: int
+    seconds: float
+    final_loss: float
+    losses: list[float]
+
+
+def make_accelerator(cfg: dict, grad_accum: int = 1) -> Accelerator:
+    device = cfg.get("device", "auto")
+    cpu = device == "cpu" or (device == "auto" and not torch.cuda.is_available())
+    return Accelerator(mixed_precision=cfg.get("mixed_precision", "no"), cpu=cpu,
+                       gradient_accumulation_steps=grad_accum)
+
+
+def fit(
+    model: torch.nn.Module,
+    loss_fn: Callable[[torch.nn.Module, dict], torch.Tensor],
+    dataset_factory: Callable[[int], Dataset],
+    *,
+    accelerator: Accelerator,
+    steps: int,
+    batch_size: int,
+    lr: float,
+    warmup_steps: int = 0,
+    weight_decay: float = 0.0,
+    grad_clip: float | None = 1.0,
+    state_dir: str | Path | None = None,
+    checkpoint_every: int = 0,
+    on_checkpoint: Callable[[torch.nn.Module, int], None] | None = None,
+    desc: str = "train",
+) -> FitResult:
+    """Train the requires-grad parameters of `model` for `steps` optimiser steps.
+
+    `dataset_factory(n_examples)` builds the example stream; `batch_size` is per process.
+    With `state_dir`, a previous run's trainer state is resumed and the state is saved at the end
+    (and every `checkpoint_every` steps, with `on_checkpoint` saving the weights).
+    """
+    accum = accelerator.gradient_accumulation_steps
+    n_examples = steps * accum * batch_size * accelerator.num_processes
+    loader = DataLoader(dataset_factory(n_examples), batch_size=batch_size, shuffle=False, drop_last=True)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+    scheduler = get_cosine_schedule_with_warmup(optimizer, warmup_steps, steps)
+    model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
+
+    done = 0
+    if state_dir is not None and has_trainer_state(state_dir):
+        done = load_trainer_state(state_dir, optimizer)
+        for _ in range(done):  # the LR schedule is a pure function of the step
+            scheduler.step()
+    batches = accelerator.skip_first_batches(loader, done * accum) if done else loader
+
+    losses: list[float] = []
+    t0 = time.perf_counter()
+    bar = tqdm(total=steps, initial=done, desc=desc, disable=not accelerator.is_local_main_process,
+               dynamic_ncols=True, mininterval=2.0)
+    model.train()
+    step = done
+    for batch in batches:
+        with accelerator.accumulate(model):
+            loss = loss_fn(model, batch)
+            accelerator.backward(loss)
+            if accelerator.sync_gradients and grad_clip:
+                accelerator.clip_grad_norm_(params, grad_clip)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+        if accelerator.sync_gradients:
+            scheduler.step()
+            step += 1
+            losses.append(float(accelerator.reduce(loss.detach(), reduction="mean")))
+            bar.update(1)
+            bar.set_postfix(loss=f"{np.mean(losses[-20:]):.4g}", refresh=False)
+            if checkpoint_every and step % checkpoint_every == 0 and step < steps and state_dir is not None:
+                _checkpoint(accelerator, model, optimizer, step, state_dir, on_checkpoint)
+            if step >= steps:
+                break
+    bar.close()
+    if state_dir is not None:
+        _checkpoint(accelerator, model, optimizer, step, state_dir, on_checkpoint)
+    seconds = time.perf_counter() - t0
+    return FitResult(steps=step - done, seconds=seconds, final_loss=float(np.mean(losses[-20:]) if losses else math.nan),
+                     losses=losses)
+
+
+def _checkpoint(accelerator, model, optimizer, step, state_dir, on_checkpoint) -> None:
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        if on_checkpoint is not None:
+            on_checkpoint(accelerator.unwrap_model(model), step)
+        save_trainer_state(state_dir, optimizer, step)
+    accelerator.wait_for_everyone()
+
+
+# --- losses ---------------------------------------------------------------------------------------
+class AutoencoderObjective(torch.nn.Module):
+    """L1 on posterior-mode reconstructions + a small KL term (keeps the latent space SD-like)."""
+
+    def __init__(self, vae, kl_weight: float):
+        super().__init__()
+        self.vae, self.kl_weight = vae, kl_weight
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        posterior = self.vae.encode(x * 2 - 1).latent_dist
+        rec = (self.vae.decode(posterior.mode()).sample + 1) / 2
+        return F.l1_loss(rec, x) + self.kl_weight * posterior.kl().mean()
+
+
+def autoencoder_loss(model, batch) -> torch.Tensor:
+    return model(batch["hr"])
+
+
+@dataclass
+class LatentSR:
+    """Everything a U-Net loss needs besides the network being trained (all frozen)."""
+
+    codec: LatentCodec
+    alphas_cumprod: torch.Tensor
+    null_emb: torch.Tensor
+    prediction_type: str
+    weighting: str
+    degradation: dict
+
+    def lr_latents(self, hr: torch.Tensor, seeds, scales: Sequence[int]) -> dict[int, torch.Tensor]:
+        """z_l at each scale from ONE degradation draw per image (only the final downscale differs)."""
+        lrs = degrade(hr, scales, [int(s) for s in seeds], self.degradation)
+        with torch.no_grad():
+            return {s: self.codec.encode(bicubic_up(lrs[s], s)) for s in scales}
+
+    def noisy(self, z_h: torch.Tensor, batch: dict) -> torch.Tensor:
+        """z_t = alpha_t z_h + sigma_t eps with the example's own t and eps."""
+        alpha, sigma = alpha_sigma(self.alphas_cumprod, batch["t"])
+        return add_noise(z_h, batch["eps"], alpha, sigma)
+
+    def predict_z0(self, unet, z_t, z_l, t) -> torch.Tensor:
+        return predict_z0(unet, z_t, z_l, t, self.null_emb, alphas_cumprod=self.alphas_cumprod,
+                          prediction_type=self.prediction_type)
+
+
+def base_loss(unet, batch: dict, *, task: LatentSR, scale: int) -> torch.Tensor:
+    """Eq. 1: E[ omega(lambda_t) || z-hat_theta(z_t, z_l, lambda_t) - z_h ||^2 ]."""
+    hr, t = batch["hr"], batch["t"]
+    with torch.no_grad():
+        z_h = task.codec.encode(hr)
+    z_l = task.lr_latents(hr, batch["seed"], [scale])[scale]
+    return _weighted_latent_loss(unet, task, task.noisy(z_h, batch), z_l, t, target=z_h)
+
+
+def distillation_loss(unet, batch: dict, *, task: LatentSR, scale: int, teacher, teacher_scale: int) -> torch.Tensor:
+    """Eq. 2: E[ omega || z-hat_theta(z_t, z_l, .) - z-hat_phi(z_t, z'_l, .) ||^2 ].
+
+    Teacher and student see the same z_t and t; the teacher's z'_l is the easier x(scale/2) LR of
+    the same HR image with the same degradation draw.
+    """
+    hr, t = batch["hr"], batch["t"]
+    with torch.no_grad():
+        z_h = task.codec.encode(hr)
+        z_ls = task.lr_latents(hr, batch["seed"], [scale, teacher_scale])
+        z_t = task.noisy(z_h, batch)
+        target = task.predict_z0(teacher, z_t, z_ls[teacher_scale], t)
+    return _weighted_latent_loss(unet, task, z_t, z_ls[scale], t, target=target)
+
+
+def _weighted_latent_loss(unet, task: LatentSR, z_t, z_l, t, *, target) -> torch.Tensor:
+    alpha, sigma = alpha_sigma(task.alphas_cumprod, t)
+    z0_hat = task.predict_z0(unet, z_t, z_l, t)
+    per_example = (z0_hat - target).pow(2).mean(dim=(1, 2, 3))
+    return (loss_weight(task.weighting, alpha, sigma) * per_example).mean()
+
+
+class DecoderOnly(torch.nn.Module):
+    """D(z / scaling_factor) as a module, so DDP sees a forward through the trained parameters."""
+
+    def __init__(self, vae):
+        super().__init__()
+        self.vae = vae
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return (self.vae.decode(z / self.vae.config.scaling_factor).sample + 1) / 2
+
+
+def decoder_loss(decoder, batch: dict, *, task: LatentSR, unet, scheduler, scale: int,
+                 perceptual: Callable | None, perceptual_weight: float) -> torch.Tensor:
+    """Decoder fine-tuning: one-step latents from the frozen U-Net, decoded and compared with HR."""
+    hr = batch["hr"]
+    z_l = task.lr_latents(hr, batch["seed"], [scale])[scale]
+    with torch.no_grad():
+        z0 = sample(unet, scheduler, z_l, task.null_emb, steps=1,
+                    generators=per_image_generators(batch["seed"].tolist(), device="cpu"))
+    rec = decoder(z0)
+    loss = F.l1_loss(rec, hr)
+    if perceptual is not None and perceptual_weight > 0:
+        loss = loss + perceptual_weight * perceptual(rec.clamp(0, 1), hr)
+    return loss
+
+
+__all__ = [
+    "CropStream", "FitResult", "fit", "make_accelerator", "example_seed", "AutoencoderObjective",
+    "autoencoder_loss", "LatentSR", "base_loss", "distillation_loss", "DecoderOnly", "decoder_loss",
+]
