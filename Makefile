@@ -4,10 +4,16 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 STAMP := $(VENV)/.installed
-export TORCH_HOME ?= $(CURDIR)/.cache/torch
-export HF_HOME ?= $(CURDIR)/.cache/huggingface
+# Stage commands (`python -m yonos.stages...`) must find the venv's python, also under `dvc repro`.
+export PATH := $(abspath $(VENV))/bin:$(PATH)
+# Local mirrors, used only when present: pyiqa weight files (NIQE's parameters, ...) and the
+# RealSR/DRealSR/Set5/Set14 copies laid out as `yonos download --source-dir` expects (docs/data.md).
+SHARED ?= $(abspath $(CURDIR)/../shared)
+export YONOS_PYIQA_WEIGHTS ?= $(wildcard $(SHARED)/weights/pyiqa)
+export YONOS_DATA_MIRROR ?= $(wildcard $(SHARED)/datasets)
+export YONOS_SHARED_DIR ?= $(SHARED)
 
-.PHONY: setup repro test test-all bench lint clean-runs
+.PHONY: setup repro repro-real test test-fast bench lint drift
 
 $(STAMP): requirements.txt pyproject.toml
 	python3.11 -m venv $(VENV)
@@ -21,13 +27,19 @@ $(STAMP): requirements.txt pyproject.toml
 setup: $(STAMP)
 
 repro: setup
-	$(VENV)/bin/dvc repro
+	dvc repro
 
 test: setup
-	$(VENV)/bin/pytest -q tests
+	pytest -q tests
+
+test-fast: setup
+	pytest -q tests -m "not slow"
 
 bench: setup
-	$(VENV)/bin/pytest bench/ --benchmark-only
+	pytest bench/ --benchmark-only
+
+drift: setup
+	yonos check-drift
 
 lint: setup
-	$(VENV)/bin/ruff check yonos methods bench tests
+	ruff check yonos methods bench tests

@@ -6,7 +6,6 @@ import os
 from pathlib import Path
 
 import pytest
-import torch
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -30,14 +29,9 @@ def smoke_cfg() -> dict:
 
 
 def make_tiny_pipeline(cfg: dict, scale: int = 4, seed: int = 0):
-    from yonos.models import build_autoencoder, build_unet, null_text_embedding
     from yonos.pipeline import YonosPipeline
-    from yonos.sampler import make_scheduler
 
-    torch.manual_seed(seed)
-    unet = build_unet(cfg["model"]["unet"])
-    vae = build_autoencoder(cfg["autoencoder"])
-    return YonosPipeline(unet, vae, make_scheduler(cfg["model"]), null_text_embedding(unet), scale)
+    return YonosPipeline.from_params(cfg, scale, seed=seed)
 
 
 @pytest.fixture()

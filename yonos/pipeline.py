@@ -25,10 +25,11 @@ from PIL import Image
 from safetensors.torch import load_file, save_file
 
 from yonos.errors import UserError
-from yonos.io import atomic_path, pil_to_array, to_uint8, write_json
-from yonos.models import LatentCodec, unet_multiple, vae_factor
+from yonos.io import pil_to_array, to_uint8, write_json
+from yonos.models import (LatentCodec, build_autoencoder, build_unet, null_text_embedding, unet_multiple,
+                          vae_factor)
 from yonos.resize import bicubic_up
-from yonos.sampler import per_image_generators, sample
+from yonos.sampler import make_scheduler, per_image_generators, sample
 
 FORMAT = 1
 CONFIG_NAME = "yonos_config.json"
@@ -42,6 +43,15 @@ class YonosPipeline:
         self.codec = LatentCodec(vae)
         self.null_emb = null_emb
         self.scale = int(scale)
+
+    @classmethod
+    def from_params(cls, cfg: dict, scale: int, *, seed: int = 0, vae: AutoencoderKL | None = None) -> "YonosPipeline":
+        """A freshly initialised pipeline of a profile's architecture (embedded/smoke params)."""
+        torch.manual_seed(seed)
+        unet = build_unet(cfg["model"]["unet"])
+        vae = vae if vae is not None else build_autoencoder(cfg["autoencoder"])
+        null_emb = null_text_embedding(unet, cfg["model"].get("null_text_tokens", 1))
+        return cls(unet, vae, make_scheduler(cfg["model"]), null_emb, scale)
 
     # --- persistence ------------------------------------------------------------------------
     @classmethod

@@ -5,13 +5,12 @@ from __future__ import annotations
 from functools import partial
 from pathlib import Path
 
-import torch
 from diffusers import AutoencoderKL
 
 from yonos.checkpoint import has_trainer_state
 from yonos.config import run_dir
 from yonos.io import write_json
-from yonos.models import LatentCodec, build_unet, null_text_embedding, vae_factor
+from yonos.models import LatentCodec, vae_factor
 from yonos.pipeline import YonosPipeline
 from yonos.sampler import make_scheduler
 from yonos.stages._common import load_folder
@@ -24,16 +23,12 @@ def load_vae(cfg: dict) -> AutoencoderKL:
 
 def new_pipeline(cfg: dict, scale: int) -> YonosPipeline:
     """The starting point of the first stage: a fresh U-Net (embedded) or SD's, widened (paper)."""
-    mcfg = cfg["model"]
-    if cfg["profile"] == "paper":
-        from yonos.weights import load_sd_unet
+    if cfg["profile"] != "paper":
+        return YonosPipeline.from_params(cfg, scale, seed=cfg["seed"], vae=load_vae(cfg))
+    from yonos.weights import load_sd_unet
 
-        unet, null_emb = load_sd_unet(cfg)
-    else:
-        torch.manual_seed(cfg["seed"])
-        unet = build_unet(mcfg["unet"])
-        null_emb = null_text_embedding(unet, mcfg["null_text_tokens"])
-    return YonosPipeline(unet, load_vae(cfg), make_scheduler(mcfg), null_emb, scale)
+    unet, null_emb = load_sd_unet(cfg)
+    return YonosPipeline(unet, load_vae(cfg), make_scheduler(cfg["model"]), null_emb, scale)
 
 
 def from_checkpoint(path: str | Path, scale: int | None = None) -> YonosPipeline:

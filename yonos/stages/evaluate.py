@@ -11,6 +11,7 @@ E(HR); it shows the U-Net's error where the decoder bounds pixel metrics.
 from __future__ import annotations
 
 import math
+import tempfile
 import time
 import zlib
 from collections import defaultdict
@@ -61,7 +62,7 @@ def batches(pairs, batch_size: int):
 def build_variants(cfg: dict, device) -> dict:
     variants = {}
     for name, spec in cfg["evaluate"]["variants"].items():
-        kwargs = {k: v for k, v in spec.items() if k not in ("method", "checkpoint")}
+        kwargs = {k: v for k, v in spec.items() if k not in ("method", "checkpoint", "ceiling")}
         if "checkpoint" in spec:
             kwargs["checkpoint"] = run_dir(cfg, spec["checkpoint"])
             kwargs["device"] = device
@@ -99,9 +100,8 @@ def run(cfg: dict) -> dict:
     variants = build_variants(cfg, device)
     rows, image_rows = [], []
     for set_name in ecfg["sets"]:
-        eset = resolve_eval_set(set_name, cfg, run_dir(cfg))
+        eset = resolve_eval_set(set_name, cfg, run_dir(cfg), scale=cfg["data"]["eval_scale"])
         scorer = Scorer(ecfg["metrics"], device=device, border=eset.border)
-        na = {m: r for m, r in scorer.available.items() if r}
         img_root = out / "images" / set_name
         saved = set(eset.ids[: ecfg["save_images"]])
         for i in saved:  # LR and HR beside the SR images, for the visual grids
@@ -121,18 +121,32 @@ def run(cfg: dict) -> dict:
                                                 save_ids=saved)
                 base = dict(method=method.name, variant=vname, dataset=set_name,
                             degradation=eset.degradation, steps=steps, seconds_per_image=spi)
-                for metric, values in scores.items():
+                for metric, values in scores.items():  # n/a metrics come back as NaN: keep them, with why
                     rows.append({**base, "metric": metric, "value": sum(values) / len(values),
-                                 "note": scorer.notes.get(metric, "")})
+                                 "note": scorer.reason(metric) or ""})
                     image_rows += [{**base, "id": i, "metric": metric, "value": v} for i, v in zip(ids, values)]
-                for metric, reason in na.items():
-                    rows.append({**base, "metric": metric, "value": math.nan, "note": reason})
+                rows += folder_metric_rows(method, pairs, base, scale=scale, steps=max(steps, 1), scorer=scorer,
+                                           ecfg=ecfg, device=device)
             if getattr(method, "has_latents", False) and cfg["evaluate"]["variants"][vname].get("ceiling"):
                 rows += ceiling_rows(method, pairs, scorer, ecfg, device, set_name, eset.degradation)
     for name, frame in (("results.csv", pd.DataFrame(rows)), ("per_image.csv", pd.DataFrame(image_rows))):
         with atomic_path(out / name) as tmp:
             frame.to_csv(tmp, index=False, float_format="%.6g")
     return {}
+
+
+def folder_metric_rows(method, pairs, base: dict, *, scale, steps, scorer, ecfg, device) -> list[dict]:
+    """FID-style metrics compare the SR folder with the HR folder: write every SR image, then score."""
+    rows = [{**base, "metric": m, "value": math.nan, "note": scorer.reason(m)}
+            for m in scorer.folder_metrics if scorer.reason(m)]
+    if not [m for m in scorer.folder_metrics if not scorer.reason(m)]:
+        return rows
+    with tempfile.TemporaryDirectory() as tmp:
+        evaluate_row(method, pairs, scale=scale, steps=steps, scorer=scorer, ecfg=ecfg, device=device,
+                     image_dir=Path(tmp), save_ids=set(pairs.ids))
+        for m, value in scorer.score_folders(tmp, pairs.hr_paths[0].parent).items():
+            rows.append({**base, "metric": m, "value": value, "note": scorer.reason(m) or ""})
+    return rows
 
 
 @torch.no_grad()

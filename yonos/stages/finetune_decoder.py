@@ -8,7 +8,6 @@ metrics.json and named in the report. Writes runs/<profile>/finetune_decoder/che
 
 from __future__ import annotations
 
-import torch
 
 from yonos.config import run_dir
 from yonos.io import write_json
