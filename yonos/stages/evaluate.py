@@ -158,7 +158,7 @@ def ceiling_rows(method, pairs, scorer, ecfg, device, set_name, degradation) -> 
         for metric, v in scorer.score(method.reconstruct(hr), hr).items():
             values[metric] += v.tolist()
     return [dict(method=method.name, variant="autoencoder", dataset=set_name, degradation=degradation, steps=0,
-                 metric=m, value=sum(v) / len(v), seconds_per_image=math.nan, note="D(E(HR)): latent ceiling")
+                 metric=m, value=sum(v) / len(v), seconds_per_image=math.nan, note="")
             for m, v in values.items()]
 
 

@@ -58,7 +58,8 @@ def write_figures(df, rp: dict, out: Path, images_root: Path) -> dict[str, dict]
     for dataset in sorted(df["dataset"].unique()):
         made[dataset] = {
             "steps": figures.steps_figure(df, dataset, out / "figures" / f"steps_{dataset}.png"),
-            "pareto": figures.pareto_figure(df, dataset, rp["pareto_metrics"], out / "figures" / f"pareto_{dataset}.png"),
+            "pareto": figures.pareto_figure(df, dataset, rp["pareto_metrics"],
+                                            out / "figures" / f"pareto_{dataset}.png"),
             "grid": figures.grid_figure(images_root / dataset, out / "figures" / f"grid_{dataset}.png",
                                         steps=rp["grid_steps"], n_images=rp["grid_images"], zoom=rp["zoom"])
             if (images_root / dataset).is_dir() else None,
@@ -115,7 +116,7 @@ def readme(profile: str, blocks, made: dict, timings: dict[str, float], df) -> s
 
 def run(cfg: dict) -> dict:
     rp = report_params(cfg)
-    out = Path(rp["out_dir"])
+    out = Path(rp["out_dir"]) if rp["out_dir"] else run_dir(cfg, "report")  # null: beside the run (smoke, tests)
     results = find_results(run_dir(cfg))
     eval_dir = results.parent
     df = load_results(results)

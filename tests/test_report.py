@@ -1,0 +1,121 @@
+"""The report stage on a small synthetic results.csv: every output written, directions and bold
+from the registry, published rows marked, n/a reasons kept, figures readable at column width."""
+
+import json
+import math
+
+import pandas as pd
+import pytest
+import torch
+from PIL import Image
+
+from yonos.io import save_image, write_json
+from yonos.report import tables
+from yonos.report.figures import COLUMN_WIDTH_IN, DPI, pareto_front
+from yonos.stages import report
+from yonos.stages._common import run_stage
+
+NOTE = "weights missing: put LPIPS_v0.1_alex-df73285e.pth in /x"
+VARIANTS = {"direct_x4": 23.0, "distilled_x4": 24.5, "distilled_x4+decoder": 24.8, "teacher_x2": 27.0}
+
+
+def make_results(profile_dir):
+    rows = []
+    for ds in ("embedded", "realsr"):
+        def add(variant, steps, metric, value, note="", ds=ds):
+            rows.append({"method": "bicubic" if variant == "bicubic" else "yonos", "variant": variant,
+                         "dataset": ds, "degradation": "bicubic", "steps": steps, "metric": metric,
+                         "value": value, "note": note,
+                         "seconds_per_image": 0.001 if variant == "bicubic" else 0.02 * steps})
+        add("bicubic", 0, "psnr", 24.0)
+        add("bicubic", 0, "ssim", 0.70)
+        add("bicubic", 0, "lpips", math.nan, NOTE)
+        for variant, base in VARIANTS.items():
+            for s in (1, 2, 4):
+                add(variant, s, "psnr", base + 0.1 * s)
+                add(variant, s, "ssim", 0.60 + 0.01 * s)
+                add(variant, s, "lpips", math.nan, NOTE)
+                add(variant, s, "latent_psnr", 20.0 + s)
+    (profile_dir / "evaluate").mkdir(parents=True)
+    pd.DataFrame(rows).to_csv(profile_dir / "evaluate" / "results.csv", index=False)
+    write_json(profile_dir / "train_teacher" / "timing.json", {"stage": "train_teacher", "seconds": 125.0})
+    g = torch.Generator().manual_seed(0)
+    images = profile_dir / "evaluate" / "images" / "embedded"
+    for i in range(2):
+        hr = torch.rand(3, 32, 32, generator=g)
+        save_image(hr, images / "hr" / f"{i}.png")
+        save_image(hr[:, ::4, ::4], images / "lr" / f"{i}.png")
+        for folder in ("bicubic_s0", "direct_x4_s1", "distilled_x4_s1"):  # no decoder images: caption says so
+            save_image(hr.flip(-1), images / folder / f"{i}.png")
+
+
+@pytest.fixture(scope="module")
+def reports(tmp_path_factory):
+    root = tmp_path_factory.mktemp("report")
+    make_results(root / "runs" / "smoke")
+    cfg = {"profile": "smoke", "run_root": str(root / "runs"), "report": {"out_dir": str(root / "reports")}}
+    run_stage("report", report.run, cfg)
+    return root / "reports"
+
+
+def test_all_outputs_exist(reports):
+    for rel in ("metrics.json", "steps_quality.csv", "README.md", "timing.md", "tables/realsr.md",
+                "tables/realsr.tex", "figures/steps_embedded.png", "figures/pareto_realsr.png",
+                "figures/grid_embedded.png"):
+        assert (reports / rel).is_file(), rel
+    assert not list(reports.rglob("*.tmp*"))  # atomic writes leave nothing behind
+
+
+def test_metrics_json_is_nested_and_null_for_na(reports):
+    data = json.loads((reports / "metrics.json").read_text())
+    assert data["realsr"]["distilled_x4@1"]["psnr"] == pytest.approx(24.6)
+    assert data["realsr"]["bicubic@0"]["lpips"] is None
+
+
+def test_steps_quality_is_tidy(reports):
+    df = pd.read_csv(reports / "steps_quality.csv")
+    assert list(df.columns) == ["dataset", "variant", "steps", "metric", "value", "seconds_per_image"]
+    assert len(df) == 2 * (3 + 4 * 3 * 4)
+
+
+def test_table_arrows_bold_published_and_na(reports):
+    md = (reports / "tables" / "realsr.md").read_text()
+    assert "| Method | Steps | PSNR ↑ | SSIM ↑ | LPIPS ↓ | latent_psnr ↑ |" in md
+    assert "| YONOS distilled ×4 + decoder | 1 | 24.90 |" in md          # ours, at 1 step
+    assert "| Teacher ×2 ‡ | 1 | 27.10 |" in md                          # x2 teacher is never bold
+    assert "*OSEDiff (published†)* | 1 | **25.15** | **0.7341** | **0.2921** |" in md
+    assert f"n/a LPIPS: {NOTE}" in md and "arXiv 2406.08177" in md
+    assert "| YONOS distilled ×4 | 2 |" not in md                         # table_steps: [1]
+    emb = (reports / "tables" / "embedded.md").read_text()
+    assert "| Bicubic | 0 | 24.00 | **0.7000** | n/a | – |" in emb       # bicubic best SSIM, no latent
+    assert "published" not in emb.split("- ")[0]                         # no published rows for embedded
+    tex = (reports / "tables" / "realsr.tex").read_text()
+    assert r"\textbf{25.15}" in tex and r"PSNR $\uparrow$" in tex and r"\textit{OSEDiff$^\dagger$}" in tex
+    assert r"LPIPS\_v0.1" in tex
+
+
+def test_readme_links_and_captions_everything(reports):
+    text = (reports / "README.md").read_text()
+    for rel in ("figures/steps_embedded.png", "figures/pareto_realsr.png", "figures/grid_embedded.png",
+                "tables/realsr.tex", "metrics.json", "steps_quality.csv", "docs/metrics.md"):
+        assert rel in text, rel
+    assert "Not available: Distilled + dec." in text
+    assert "| train_teacher | 125.0 | 0:02:05 |" in text
+
+
+def test_figures_fit_a_paper_column(reports):
+    with Image.open(reports / "figures" / "steps_embedded.png") as img:
+        width_in = img.size[0] / DPI
+    assert COLUMN_WIDTH_IN * 0.9 < width_in < COLUMN_WIDTH_IN * 1.25
+
+
+def test_pareto_front():
+    secs = [1.0, 2.0, 3.0, 0.5]
+    vals = [10.0, 12.0, 11.0, 9.0]
+    assert list(pareto_front(pd.Series(secs).to_numpy(), pd.Series(vals).to_numpy(), True)) == [3, 0, 1]
+    assert list(pareto_front(pd.Series(secs).to_numpy(), pd.Series(vals).to_numpy(), False)) == [3]
+
+
+def test_value_formatting():
+    assert tables.fmt_value("psnr", 24.567) == "24.57" and tables.fmt_value("ssim", 0.5) == "0.5000"
+    assert tables.fmt_value("lpips", math.nan) == "n/a"
