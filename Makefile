@@ -6,11 +6,10 @@ PIP := $(VENV)/bin/pip
 STAMP := $(VENV)/.installed
 # Stage commands (`python -m yonos.stages...`) must find the venv's python, also under `dvc repro`.
 export PATH := $(abspath $(VENV))/bin:$(PATH)
-# Local mirrors, used only when present: pyiqa weight files (NIQE's parameters, ...) and the
-# RealSR/DRealSR/Set5/Set14 copies laid out as `yonos download --source-dir` expects (docs/data.md).
+# A local mirror of pyiqa weight files (NIQE's parameters, ...), used only when present.
+
 SHARED ?= $(abspath $(CURDIR)/../shared)
 export YONOS_PYIQA_WEIGHTS ?= $(wildcard $(SHARED)/weights/pyiqa)
-export YONOS_DATA_MIRROR ?= $(wildcard $(SHARED)/datasets)
 export YONOS_SHARED_DIR ?= $(SHARED)
 
 .PHONY: setup repro repro-real test test-fast bench lint drift

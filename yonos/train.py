@@ -76,6 +76,35 @@ class CropStream(Dataset):
         return item
 
 
+class LatentBank(Dataset):
+    """Examples drawn from a precomputed bank of HR crops and their latents (stage encode_latents).
+
+    Encoding z_h and every z_l costs more than the U-Net step on a CPU, so the embedded profile
+    encodes a fixed bank of crops once; each example picks a crop and draws its own t and eps.
+    Bank tensors: hr (uint8), seed, z_h, z_l_x<s> for each scale.
+    """
+
+    def __init__(self, bank: dict[str, torch.Tensor], length: int, *, seed: int, stream: str,
+                 num_timesteps: int = 1000, with_noise: bool = True):
+        self.bank, self.length, self.seed, self.stream = bank, length, seed, stream
+        self.num_timesteps, self.with_noise = num_timesteps, with_noise
+        self.size = len(bank["seed"])
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, i: int) -> dict:
+        g = torch.Generator().manual_seed(example_seed(self.seed, self.stream, i))
+        j = int(torch.randint(0, self.size, (), generator=g))
+        item = {k: v[j] for k, v in self.bank.items() if k.startswith("z_")}
+        item["hr"] = self.bank["hr"][j].float() / 255.0
+        item["seed"] = self.bank["seed"][j]
+        if self.with_noise:
+            item["t"] = torch.randint(0, self.num_timesteps, (), generator=g)
+            item["eps"] = torch.randn(item["z_h"].shape, generator=g)
+        return item
+
+
 # --- the loop -------------------------------------------------------------------------------------
 @dataclass
 class FitResult:
@@ -200,11 +229,15 @@ class LatentSR:
     weighting: str
     degradation: dict
 
-    def lr_latents(self, hr: torch.Tensor, seeds, scales: Sequence[int]) -> dict[int, torch.Tensor]:
-        """z_l at each scale from ONE degradation draw per image (only the final downscale differs)."""
-        lrs = degrade(hr, scales, [int(s) for s in seeds], self.degradation)
-        with torch.no_grad():
-            return {s: self.codec.encode(bicubic_up(lrs[s], s)) for s in scales}
+    @torch.no_grad()
+    def latents(self, batch: dict, scales: Sequence[int]) -> tuple[torch.Tensor, dict[int, torch.Tensor]]:
+        """(z_h, {s: z_l at s}) for a batch: from the latent bank when the batch carries them, else
+        encoded now. Every z_l comes from ONE degradation draw per image; only the last downscale differs."""
+        if "z_h" in batch:
+            return batch["z_h"], {s: batch[f"z_l_x{s}"] for s in scales}
+        hr = batch["hr"]
+        lrs = degrade(hr, scales, [int(s) for s in batch["seed"]], self.degradation)
+        return self.codec.encode(hr), {s: self.codec.encode(bicubic_up(lrs[s], s)) for s in scales}
 
     def noisy(self, z_h: torch.Tensor, batch: dict) -> torch.Tensor:
         """z_t = alpha_t z_h + sigma_t eps with the example's own t and eps."""
@@ -218,11 +251,8 @@ class LatentSR:
 
 def base_loss(unet, batch: dict, *, task: LatentSR, scale: int) -> torch.Tensor:
     """Eq. 1: E[ omega(lambda_t) || z-hat_theta(z_t, z_l, lambda_t) - z_h ||^2 ]."""
-    hr, t = batch["hr"], batch["t"]
-    with torch.no_grad():
-        z_h = task.codec.encode(hr)
-    z_l = task.lr_latents(hr, batch["seed"], [scale])[scale]
-    return _weighted_latent_loss(unet, task, task.noisy(z_h, batch), z_l, t, target=z_h)
+    z_h, z_l = task.latents(batch, [scale])
+    return _weighted_latent_loss(unet, task, task.noisy(z_h, batch), z_l[scale], batch["t"], target=z_h)
 
 
 def distillation_loss(unet, batch: dict, *, task: LatentSR, scale: int, teacher, teacher_scale: int) -> torch.Tensor:
@@ -231,11 +261,10 @@ def distillation_loss(unet, batch: dict, *, task: LatentSR, scale: int, teacher,
     Teacher and student see the same z_t and t; the teacher's z'_l is the easier x(scale/2) LR of
     the same HR image with the same degradation draw.
     """
-    hr, t = batch["hr"], batch["t"]
+    t = batch["t"]
+    z_h, z_ls = task.latents(batch, [scale, teacher_scale])
+    z_t = task.noisy(z_h, batch)
     with torch.no_grad():
-        z_h = task.codec.encode(hr)
-        z_ls = task.lr_latents(hr, batch["seed"], [scale, teacher_scale])
-        z_t = task.noisy(z_h, batch)
         target = task.predict_z0(teacher, z_t, z_ls[teacher_scale], t)
     return _weighted_latent_loss(unet, task, z_t, z_ls[scale], t, target=target)
 
@@ -262,9 +291,9 @@ def decoder_loss(decoder, batch: dict, *, task: LatentSR, unet, scheduler, scale
                  perceptual: Callable | None, perceptual_weight: float) -> torch.Tensor:
     """Decoder fine-tuning: one-step latents from the frozen U-Net, decoded and compared with HR."""
     hr = batch["hr"]
-    z_l = task.lr_latents(hr, batch["seed"], [scale])[scale]
+    _, z_l = task.latents(batch, [scale])
     with torch.no_grad():
-        z0 = sample(unet, scheduler, z_l, task.null_emb, steps=1,
+        z0 = sample(unet, scheduler, z_l[scale], task.null_emb, steps=1,
                     generators=per_image_generators(batch["seed"].tolist(), device="cpu"))
     rec = decoder(z0)
     loss = F.l1_loss(rec, hr)
@@ -274,6 +303,6 @@ def decoder_loss(decoder, batch: dict, *, task: LatentSR, unet, scheduler, scale
 
 
 __all__ = [
-    "CropStream", "FitResult", "fit", "make_accelerator", "example_seed", "AutoencoderObjective",
+    "CropStream", "LatentBank", "FitResult", "fit", "make_accelerator", "example_seed", "AutoencoderObjective",
     "autoencoder_loss", "LatentSR", "base_loss", "distillation_loss", "DecoderOnly", "decoder_loss",
 ]

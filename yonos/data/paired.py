@@ -86,10 +86,10 @@ def list_folder(folder: str | os.PathLike) -> dict[str, Path]:
     folder = Path(folder)
     if not folder.is_dir():
         raise UserError(f"{folder}: no such folder; check the path")
-    paths = _imagefolder_paths(folder)
+    paths = _imagefolder_paths(folder.resolve())
     by_stem: dict[str, list[Path]] = {}
     for p in paths:
-        if p.parent == folder and p.suffix.lower() in IMAGE_SUFFIXES:
+        if p.parent == folder.resolve() and p.suffix.lower() in IMAGE_SUFFIXES:
             by_stem.setdefault(p.stem, []).append(p)
     if not by_stem:
         raise UserError(f"{folder}: no images ({', '.join(IMAGE_SUFFIXES)}) found")

@@ -6,6 +6,7 @@ from functools import partial
 from pathlib import Path
 
 from diffusers import AutoencoderKL
+from safetensors.torch import load_file
 
 from yonos.checkpoint import has_trainer_state
 from yonos.config import run_dir
@@ -14,7 +15,7 @@ from yonos.models import LatentCodec, vae_factor
 from yonos.pipeline import YonosPipeline
 from yonos.sampler import make_scheduler
 from yonos.stages._common import load_folder
-from yonos.train import CropStream, LatentSR, fit, make_accelerator
+from yonos.train import CropStream, LatentBank, LatentSR, fit, make_accelerator
 
 
 def load_vae(cfg: dict) -> AutoencoderKL:
@@ -46,16 +47,32 @@ def task_for(cfg: dict, pipe: YonosPipeline) -> LatentSR:
                     weighting=cfg["model"]["weighting"], degradation=cfg["degradation"])
 
 
+def task_scales(cfg: dict) -> list[int]:
+    """Every magnification a U-Net stage trains at: the distillation chain and the direct ablation."""
+    return sorted(set(cfg["distill"]["scales"]) | {cfg["direct"]["scale"]})
+
+
+def example_stream(cfg: dict, n: int, *, stream: str, latent_shape=None, with_noise: bool = True):
+    """Training examples: from the latent bank if encode_latents wrote one, else crops encoded on the fly."""
+    bank_file = run_dir(cfg, "encode_latents", "bank.safetensors")
+    if bank_file.is_file():
+        return LatentBank(load_file(str(bank_file)), n, seed=cfg["seed"], stream=stream,
+                          num_timesteps=cfg["model"]["num_train_timesteps"], with_noise=with_noise)
+    images = load_folder(run_dir(cfg, "prepare_data", "train"))
+    return CropStream(images, cfg["train"]["hr_crop"], n, seed=cfg["seed"], stream=stream,
+                      latent_shape=latent_shape if with_noise else None,
+                      num_timesteps=cfg["model"]["num_train_timesteps"])
+
+
 def train_unet(cfg: dict, pipe: YonosPipeline, loss, *, stream: str, steps: int, out: Path, desc: str) -> dict:
     """Train pipe.unet with `loss(unet, batch)` and save the pipeline to out/checkpoint."""
-    tcfg, mcfg = cfg["train"], cfg["model"]
+    tcfg = cfg["train"]
     state, ckpt = out / "state", out / "checkpoint"
     if has_trainer_state(state) and (ckpt / "unet").is_dir():  # resume an interrupted run
         pipe.unet = from_checkpoint(ckpt).unet
     pipe.unet.train().requires_grad_(True)
     side = tcfg["hr_crop"] // vae_factor(pipe.vae)
     latent_shape = (pipe.vae.config.latent_channels, side, side)
-    images = load_folder(run_dir(cfg, "prepare_data", "train"))
     accelerator = make_accelerator(cfg, tcfg["grad_accum"])
     device = accelerator.device
     pipe.vae.to(device)
@@ -68,8 +85,7 @@ def train_unet(cfg: dict, pipe: YonosPipeline, loss, *, stream: str, steps: int,
 
     result = fit(
         pipe.unet, loss,
-        lambda n: CropStream(images, tcfg["hr_crop"], n, seed=cfg["seed"], stream=stream,
-                             latent_shape=latent_shape, num_timesteps=mcfg["num_train_timesteps"]),
+        lambda n: example_stream(cfg, n, stream=stream, latent_shape=latent_shape),
         accelerator=accelerator, steps=steps, batch_size=tcfg["batch_size"], lr=tcfg["lr"],
         warmup_steps=tcfg["warmup_steps"], weight_decay=tcfg["weight_decay"], grad_clip=tcfg["grad_clip"],
         state_dir=state, checkpoint_every=tcfg["checkpoint_every"], on_checkpoint=save, desc=desc,

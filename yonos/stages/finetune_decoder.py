@@ -8,13 +8,12 @@ metrics.json and named in the report. Writes runs/<profile>/finetune_decoder/che
 
 from __future__ import annotations
 
-
 from yonos.config import run_dir
 from yonos.io import write_json
 from yonos.metrics import registry
-from yonos.stages._common import load_folder, stage_main
-from yonos.stages._unet import from_checkpoint, task_for
-from yonos.train import CropStream, DecoderOnly, decoder_loss, fit, make_accelerator
+from yonos.stages._common import stage_main
+from yonos.stages._unet import example_stream, from_checkpoint, task_for
+from yonos.train import DecoderOnly, decoder_loss, fit, make_accelerator
 
 NAME = "finetune_decoder"
 
@@ -49,13 +48,12 @@ def run(cfg: dict) -> dict:
     pipe.vae.decoder.requires_grad_(True)
     pipe.vae.post_quant_conv.requires_grad_(True)
     used, perceptual = perceptual_term(dcfg["perceptual"], device)
-    images = load_folder(run_dir(cfg, "prepare_data", "train"))
     loss = lambda model, batch: decoder_loss(model, batch, task=task, unet=pipe.unet, scheduler=pipe.scheduler,
                                              scale=scale, perceptual=perceptual,
                                              perceptual_weight=dcfg["perceptual_weight"])
     result = fit(
         DecoderOnly(pipe.vae), loss,
-        lambda n: CropStream(images, dcfg["hr_crop"], n, seed=cfg["seed"], stream="decoder"),
+        lambda n: example_stream(cfg, n, stream="decoder", with_noise=False),
         accelerator=accelerator, steps=dcfg["steps"], batch_size=dcfg["batch_size"], lr=dcfg["lr"],
         desc="decoder fine-tuning",
     )

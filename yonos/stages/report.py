@@ -10,6 +10,8 @@ import json
 import sys
 from pathlib import Path
 
+import pandas as pd
+
 from yonos.config import run_dir
 from yonos.io import atomic_path, write_json, write_text
 from yonos.metrics.results import find_results, load_results
@@ -52,7 +54,7 @@ def write_tables(df, rp: dict, out: Path) -> list[tables.TableBlock]:
     return blocks
 
 
-def write_figures(df, rp: dict, out: Path, images_root: Path) -> dict[str, dict]:
+def write_figures(df, rp: dict, out: Path, image_roots: dict[str, Path]) -> dict[str, dict]:
     """{dataset: {"steps": [...metrics], "pareto": [...], "grid": missing-columns | None}}."""
     made = {}
     for dataset in sorted(df["dataset"].unique()):
@@ -60,9 +62,9 @@ def write_figures(df, rp: dict, out: Path, images_root: Path) -> dict[str, dict]
             "steps": figures.steps_figure(df, dataset, out / "figures" / f"steps_{dataset}.png"),
             "pareto": figures.pareto_figure(df, dataset, rp["pareto_metrics"],
                                             out / "figures" / f"pareto_{dataset}.png"),
-            "grid": figures.grid_figure(images_root / dataset, out / "figures" / f"grid_{dataset}.png",
+            "grid": figures.grid_figure(image_roots[dataset] / dataset, out / "figures" / f"grid_{dataset}.png",
                                         steps=rp["grid_steps"], n_images=rp["grid_images"], zoom=rp["zoom"])
-            if (images_root / dataset).is_dir() else None,
+            if dataset in image_roots and (image_roots[dataset] / dataset).is_dir() else None,
         }
     return made
 
@@ -117,13 +119,18 @@ def readme(profile: str, blocks, made: dict, timings: dict[str, float], df) -> s
 def run(cfg: dict) -> dict:
     rp = report_params(cfg)
     out = Path(rp["out_dir"]) if rp["out_dir"] else run_dir(cfg, "report")  # null: beside the run (smoke, tests)
-    results = find_results(run_dir(cfg))
-    eval_dir = results.parent
-    df = load_results(results)
+    frames, image_roots = [], {}
+    for stage in ("evaluate", "evaluate_real"):  # evaluate_real: RealSR/DRealSR, may be absent or empty
+        path = find_results(run_dir(cfg)) if stage == "evaluate" else run_dir(cfg, stage, "results.csv")
+        if path.is_file() and path.stat().st_size > 1:
+            frame = load_results(path)
+            frames.append(frame)
+            image_roots.update({d: path.parent / "images" for d in frame["dataset"].unique()})
+    df = pd.concat(frames, ignore_index=True)
     write_json(out / "metrics.json", tables.metrics_json(df))
     write_csv(out / "steps_quality.csv", tables.steps_quality(df))
     blocks = write_tables(df, rp, out)
-    made = write_figures(df, rp, out, eval_dir / "images")
+    made = write_figures(df, rp, out, image_roots)
     timings = read_timings(run_dir(cfg))
     write_text(out / "timing.md", tables.timing_markdown(timings))
     write_text(out / "README.md", readme(cfg["profile"], blocks, made, timings, df))

@@ -15,8 +15,8 @@ from yonos.config import load_params
 from yonos.errors import UserError
 from yonos.stages._common import run_stage
 
-ORDER = ("prepare_data", "train_autoencoder", "train_teacher", "distill_student", "train_direct",
-         "finetune_decoder", "evaluate", "report")
+ORDER = ("prepare_data", "train_autoencoder", "encode_latents", "train_teacher", "distill_student", "train_direct",
+         "finetune_decoder", "evaluate", "evaluate_real", "report")
 
 
 def run_all(cfg: dict, until: str = "evaluate") -> None:

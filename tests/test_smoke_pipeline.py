@@ -1,0 +1,59 @@
+"""The whole pipeline end to end at toy size (smoke profile), and the CI metric-drift check on it."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+
+from yonos.cli import main as yonos
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory, repo_root, monkeypatch_module):
+    from yonos.config import load_params
+    from yonos.stages.run_all import run_all
+
+    monkeypatch_module.chdir(repo_root)  # stages read params-relative paths, like `dvc repro`
+    cfg = load_params(repo_root / "params.yaml", "smoke")
+    cfg["run_root"] = str(tmp_path_factory.mktemp("runs"))
+    run_all(cfg, until="report")
+    return cfg
+
+
+@pytest.fixture(scope="module")
+def monkeypatch_module():
+    with pytest.MonkeyPatch.context() as mp:
+        yield mp
+
+
+@pytest.mark.slow
+def test_smoke_pipeline_writes_every_row(smoke_run):
+    from yonos.config import run_dir
+
+    df = pd.read_csv(run_dir(smoke_run, "evaluate", "results.csv"))
+    steps = smoke_run["evaluate"]["steps"]
+    for variant in ("direct_x4", "distilled_x4", "distilled_x4+decoder", "teacher_x2"):
+        got = sorted(df[(df.variant == variant) & (df.metric == "psnr")].steps)
+        assert got == steps, variant
+        assert df[(df.variant == variant) & (df.metric == "latent_psnr")].value.notna().all()
+    assert df[(df.variant == "bicubic") & (df.metric == "psnr")].value.between(15, 50).all()
+    assert df[df.variant == "autoencoder"].value.notna().any()
+    report = run_dir(smoke_run, "report")
+    assert (report / "README.md").is_file() and (report / "metrics.json").is_file()
+    assert json.loads((report / "metrics.json").read_text())["embedded"]
+    for stage in ("train_teacher", "distill_student", "train_direct", "finetune_decoder"):
+        assert json.loads((run_dir(smoke_run, stage) / "resolved_config.json").read_text())["stage"] == stage
+        assert json.loads((run_dir(smoke_run, stage) / "timing.json").read_text())["seconds"] > 0
+
+
+@pytest.mark.slow
+def test_smoke_metrics_have_not_drifted(smoke_run, repo_root):
+    """CI's drift check: exit 1 (and this test fails) when a metric leaves its tolerance.
+    Update after an intended change: `yonos check-drift --update` (docs/metrics.md)."""
+    from yonos.config import run_dir
+
+    results = run_dir(smoke_run, "evaluate", "results.csv")
+    ref = repo_root / "reports" / "reference" / "smoke_metrics.json"
+    assert yonos(["check-drift", str(results), "--reference", str(ref)]) == 0
