@@ -6,6 +6,7 @@ import json
 
 import pandas as pd
 import pytest
+import torch
 
 from yonos.cli import main as yonos
 
@@ -57,3 +58,21 @@ def test_smoke_metrics_have_not_drifted(smoke_run, repo_root):
     results = run_dir(smoke_run, "evaluate", "results.csv")
     ref = repo_root / "reports" / "reference" / "smoke_metrics.json"
     assert yonos(["check-drift", str(results), "--reference", str(ref)]) == 0
+
+
+@pytest.mark.slow
+def test_distillation_chain_to_x8(tmp_path, repo_root, monkeypatch):
+    """distill.scales [2, 4, 8]: x2 teacher -> x4 student -> x8 student, each from its teacher."""
+    from yonos.config import load_params, run_dir
+    from yonos.pipeline import YonosPipeline
+    from yonos.stages.run_all import run_all
+
+    monkeypatch.chdir(repo_root)
+    cfg = load_params(repo_root / "params.yaml", "smoke")
+    cfg.update(run_root=str(tmp_path), distill=dict(cfg["distill"], scales=[2, 4, 8], steps=3),
+               teacher=dict(cfg["teacher"], steps=3), train=dict(cfg["train"], latent_bank=16))
+    run_all(cfg, until="distill_student")
+    x4 = YonosPipeline.from_pretrained(run_dir(cfg, "distill_student", "x4", "checkpoint"))
+    x8 = YonosPipeline.from_pretrained(run_dir(cfg, "distill_student", "x8", "checkpoint"))
+    assert (x4.scale, x8.scale) == (4, 8)
+    assert x8.upscale_batch(torch.full((1, 3, 4, 4), 0.5)).shape[-2:] == (32, 32)
