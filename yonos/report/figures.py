@@ -56,6 +56,14 @@ def _axes_grid(n: int, row_height: float = 1.25):
     return fig, list(axes.flat[:n])
 
 
+def _finish(fig, axes, dataset: str, path) -> None:
+    """Legend below the panels, the dataset as title, then save."""
+    _shared_legend(fig, axes)
+    fig.suptitle(dataset_title(dataset), y=1.0)
+    fig.tight_layout()
+    save_figure(fig, path)
+
+
 def _shared_legend(fig, axes) -> None:
     handles, labels = {}, {}
     for ax in axes:
@@ -88,10 +96,7 @@ def steps_figure(df, dataset: str, path) -> list[str]:
             ax.set_title(f"{registry.title(metric)} {registry.arrow(metric)}".strip())
             ax.set_xlabel("DDIM steps")
             ax.grid(alpha=0.3, lw=0.5)
-        _shared_legend(fig, axes)
-        fig.suptitle(dataset_title(dataset), y=1.0)
-        fig.tight_layout()
-        save_figure(fig, path)
+        _finish(fig, axes, dataset, path)
     return metrics
 
 
@@ -131,10 +136,7 @@ def pareto_figure(df, dataset: str, metrics, path) -> list[str]:
             ax.set_xlabel("seconds per image")
             ax.set_title(f"{registry.title(metric)} {registry.arrow(metric)}".strip())
             ax.grid(alpha=0.3, lw=0.5)
-        _shared_legend(fig, axes)
-        fig.suptitle(dataset_title(dataset), y=1.0)
-        fig.tight_layout()
-        save_figure(fig, path)
+        _finish(fig, axes, dataset, path)
     return metrics
 
 
