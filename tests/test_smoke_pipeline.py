@@ -76,3 +76,18 @@ def test_distillation_chain_to_x8(tmp_path, repo_root, monkeypatch):
     x8 = YonosPipeline.from_pretrained(run_dir(cfg, "distill_student", "x8", "checkpoint"))
     assert (x4.scale, x8.scale) == (4, 8)
     assert x8.upscale_batch(torch.full((1, 3, 4, 4), 0.5)).shape[-2:] == (32, 32)
+
+
+@pytest.mark.slow
+def test_absent_real_data_gives_na_rows_naming_the_fix(smoke_run, tmp_path, monkeypatch):
+    """A fresh clone has no data/: evaluate_real must still finish, with n/a rows that say what to fetch."""
+    from yonos.config import run_dir
+    from yonos.stages import evaluate_real
+
+    monkeypatch.delenv("YONOS_DATA_MIRROR", raising=False)
+    cfg = dict(smoke_run, datasets={"root": str(tmp_path / "no-data"), "mirror": None},
+               evaluate_real={"sets": ["realsr"], "steps": [1], "variants": ["bicubic", "distilled_x4"]})
+    evaluate_real.run(cfg)
+    df = pd.read_csv(run_dir(cfg, "evaluate_real", "results.csv"))
+    assert set(df.variant) == {"bicubic", "distilled_x4"} and df.value.isna().all()
+    assert df.note.str.contains("yonos download realsr").all(), df.note.iloc[0]
