@@ -35,7 +35,6 @@ def stage_main(name: str, run: Callable[[dict], dict | None], argv: list[str] | 
 
 def run_stage(name: str, run: Callable[[dict], dict | None], cfg: dict) -> dict:
     """Run one stage; write resolved_config.json and timing.json into runs/<profile>/<name>/."""
-    torch.set_num_threads(max(1, torch.get_num_threads()))
     out = run_dir(cfg, name)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
