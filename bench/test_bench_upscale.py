@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from conftest import device, peak_memory_mb, reset_peak, sync
+
 from yonos.sampler import per_image_generators
 
 SIZES = {"lr32": 32, "lr128": 128}  # embedded evaluation crops; RealSR/DRealSR 128 -> 512

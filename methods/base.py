@@ -10,7 +10,8 @@ Adapters absorb each method's quirks so the evaluator never branches on a method
 
 from __future__ import annotations
 
-from typing import ClassVar, Protocol, Sequence, runtime_checkable
+from collections.abc import Sequence
+from typing import ClassVar, Protocol, runtime_checkable
 
 import torch
 

@@ -13,6 +13,7 @@ from safetensors.torch import save_file
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from conftest import REPO, make_tiny_pipeline  # noqa: E402
+
 from yonos.config import load_params  # noqa: E402
 from yonos.models import LatentCodec  # noqa: E402
 from yonos.train import CropStream, LatentSR, base_loss, fit, make_accelerator  # noqa: E402

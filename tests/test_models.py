@@ -45,7 +45,8 @@ def test_distillation_loss_is_zero_when_teacher_is_student_with_the_same_lr(tiny
     loss = distillation_loss(tiny_pipeline.unet, batch, task=task, scale=4, teacher=tiny_pipeline.unet, teacher_scale=4)
     assert float(loss.detach()) == 0.0
     # ... and not zero when the teacher sees the easier x2 LR: the test can fail.
-    loss2 = distillation_loss(tiny_pipeline.unet, batch, task=task, scale=4, teacher=tiny_pipeline.unet, teacher_scale=2)
+    loss2 = distillation_loss(tiny_pipeline.unet, batch, task=task, scale=4, teacher=tiny_pipeline.unet,
+                              teacher_scale=2)
     assert float(loss2.detach()) > 0.0
 
 

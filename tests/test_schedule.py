@@ -6,8 +6,7 @@ import pytest
 import torch
 
 from yonos.sampler import make_scheduler, per_image_generators, sample
-from yonos.schedule import (PREDICTION_TYPES, add_noise, alpha_sigma, log_snr, loss_weight, snr,
-                            target_for, to_z0)
+from yonos.schedule import PREDICTION_TYPES, add_noise, alpha_sigma, log_snr, loss_weight, snr, target_for, to_z0
 
 
 class OracleUNet(torch.nn.Module):

@@ -14,8 +14,8 @@ from __future__ import annotations
 import json
 import math
 import shutil
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -26,8 +26,7 @@ from safetensors.torch import load_file, save_file
 
 from yonos.errors import UserError
 from yonos.io import pil_to_array, to_uint8, write_json
-from yonos.models import (LatentCodec, build_autoencoder, build_unet, null_text_embedding, unet_multiple,
-                          vae_factor)
+from yonos.models import LatentCodec, build_autoencoder, build_unet, null_text_embedding, unet_multiple, vae_factor
 from yonos.resize import bicubic_up
 from yonos.sampler import make_scheduler, per_image_generators, sample
 
@@ -45,7 +44,7 @@ class YonosPipeline:
         self.scale = int(scale)
 
     @classmethod
-    def from_params(cls, cfg: dict, scale: int, *, seed: int = 0, vae: AutoencoderKL | None = None) -> "YonosPipeline":
+    def from_params(cls, cfg: dict, scale: int, *, seed: int = 0, vae: AutoencoderKL | None = None) -> YonosPipeline:
         """A freshly initialised pipeline of a profile's architecture (embedded/smoke params)."""
         torch.manual_seed(seed)
         unet = build_unet(cfg["model"]["unet"])
@@ -56,7 +55,7 @@ class YonosPipeline:
     # --- persistence ------------------------------------------------------------------------
     @classmethod
     def from_pretrained(cls, path: str | Path, *, device: str | torch.device = "cpu",
-                        dtype: torch.dtype = torch.float32) -> "YonosPipeline":
+                        dtype: torch.dtype = torch.float32) -> YonosPipeline:
         path = Path(path)
         cfg_file = path / CONFIG_NAME
         if not cfg_file.is_file():
@@ -89,7 +88,7 @@ class YonosPipeline:
         tmp.rename(path)
         shutil.rmtree(old, ignore_errors=True)
 
-    def to(self, device) -> "YonosPipeline":
+    def to(self, device) -> YonosPipeline:
         self.unet.to(device)
         self.vae.to(device)
         self.null_emb = self.null_emb.to(device)

@@ -7,7 +7,7 @@ schedule is not zero-terminal-SNR, so alpha_999 ~ 0.068 and z_T carries a little
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from diffusers import DDIMScheduler

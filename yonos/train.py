@@ -12,9 +12,9 @@ from __future__ import annotations
 import math
 import time
 import zlib
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -187,8 +187,8 @@ def fit(
     if state_dir is not None:
         _checkpoint(accelerator, model, optimizer, step, state_dir, on_checkpoint)
     seconds = time.perf_counter() - t0
-    return FitResult(steps=step - done, seconds=seconds, final_loss=float(np.mean(losses[-20:]) if losses else math.nan),
-                     losses=losses)
+    final_loss = float(np.mean(losses[-20:])) if losses else math.nan
+    return FitResult(steps=step - done, seconds=seconds, final_loss=final_loss, losses=losses)
 
 
 def _checkpoint(accelerator, model, optimizer, step, state_dir, on_checkpoint) -> None:
