@@ -7,10 +7,10 @@ Kinds:
                        parameter set (`REALESRGAN`).
   realesrgan_stablesr  the same pipeline with StableSR's softened parameter set (`REALESRGAN_STABLESR`).
 
-For scale distillation the x2 and x4 LR of one HR image must share one degradation draw; only the
-final downscale differs. `degrade(hr, scales=(2, 4), seeds=...)` returns both from the same draw.
-The chain before the final resize works at sizes relative to `reference_scale` (default 4, Real-ESRGAN's
-x4 setting), never relative to the requested scales, so a seed gives the same draw whatever `scales` is.
+For scale distillation the x2 and x4 LR of one HR image must share one degradation draw.
+`degrade(hr, scales=(2, 4), seeds=...)` draws every random choice once, then runs the chain from the second
+degradation on at each scale's own size (see `realesrgan_degrade`), so a seed gives the same draw whatever
+`scales` is, and the x2 LR really is the easier input.
 
 Determinism is per image (STYLE.md §7): image i uses only torch.Generator().manual_seed(seeds[i]); the
 chain runs image by image because its random resizes give every image its own size, and all maths
@@ -62,13 +62,12 @@ REALESRGAN = {
     # second degradation
     "second_blur_prob": 0.8,
     "resize_prob2": [0.3, 0.4, 0.3],
-    "resize_range2": [0.3, 1.2],  # relative to HR / reference_scale
+    "resize_range2": [0.3, 1.2],  # relative to HR / scale, like Real-ESRGAN's to the LR size
     "gaussian_noise_prob2": 0.5,
     "noise_range2": [1.0, 25.0],
     "poisson_scale_range2": [0.05, 2.5],
     "gray_noise_prob2": 0.4,
     "jpeg_range2": [30, 95],
-    "reference_scale": 4,  # [choice] sizes of the shared chain are HR/reference_scale-relative
 }
 
 # StableSR (configs/stableSRNew/v2-finetune_text_T_512.yaml): softer blur, noise and JPEG.
@@ -299,51 +298,83 @@ def random_jpeg(x: torch.Tensor, g: torch.Generator, quality_range: Sequence[int
     return jpeg(x.clamp(0, 1), int(round(uniform(g, lo, hi))))
 
 
-def random_resize(x: torch.Tensor, g: torch.Generator, probs, factor_range, base: tuple[float, float]):
-    """Resize to base * factor, factor drawn up (>1), down (<1) or kept; interpolation drawn too."""
+def draw_resize(g: torch.Generator, probs, factor_range) -> tuple[float, str]:
+    """Resize factor drawn up (>1), down (<1) or kept, and the interpolation mode."""
     direction = choice(g, probs)
     lo, hi = factor_range
     factor = uniform(g, 1.0, hi) if direction == 0 else uniform(g, lo, 1.0) if direction == 1 else 1.0
-    mode = RESIZE_MODES[choice(g, [1.0] * len(RESIZE_MODES))]
-    return resize_to(x, (round(base[0] * factor), round(base[1] * factor)), mode)
+    return factor, RESIZE_MODES[choice(g, [1.0] * len(RESIZE_MODES))]
+
+
+def draw_noise(g: torch.Generator, p: dict, suffix: str = "") -> dict:
+    """Noise type and level; the noise field itself comes from its own seed, so the same draw can be
+    applied at several sizes (the x2 and x4 branches of one image)."""
+    gray = uniform(g, 0, 1) < p["gray_noise_prob" + suffix]
+    if uniform(g, 0, 1) < p["gaussian_noise_prob" + suffix]:
+        kind, level = "gaussian", uniform(g, *p["noise_range" + suffix])
+    else:
+        kind, level = "poisson", uniform(g, *p["poisson_scale_range" + suffix])
+    return {"gray": gray, "kind": kind, "level": level, "seed": int(torch.randint(0, 2**62, (), generator=g))}
+
+
+def apply_noise(x: torch.Tensor, noise: dict) -> torch.Tensor:
+    g = torch.Generator().manual_seed(noise["seed"])
+    if noise["kind"] == "gaussian":
+        return gaussian_noise(x, g, noise["level"], noise["gray"])
+    return poisson_noise(x, g, noise["level"], noise["gray"])
 
 
 # ---------------------------------------------------------------------------------------------
 # The second-order chain.
 
 
+def draw_chain(g: torch.Generator, p: dict) -> dict:
+    """Every random choice of one image's chain, drawn in a fixed order before any pixel work."""
+    d = {"kernel1": random_blur_kernel(g, p), "resize1": draw_resize(g, p["resize_prob"], p["resize_range"]),
+         "noise1": draw_noise(g, p), "jpeg1": int(round(uniform(g, *p["jpeg_range"])))}
+    d["kernel2"] = random_blur_kernel(g, p, "2")
+    d["blur2"] = uniform(g, 0, 1) < p["second_blur_prob"]
+    d["resize2"] = draw_resize(g, p["resize_prob2"], p["resize_range2"])
+    d["noise2"] = draw_noise(g, p, "2")
+    d["final_sinc"] = random_final_sinc(g, p)
+    d["sinc_first"] = uniform(g, 0, 1) < 0.5
+    d["final_mode"] = RESIZE_MODES[choice(g, [1.0] * len(RESIZE_MODES))]
+    d["jpeg2"] = int(round(uniform(g, *p["jpeg_range2"])))
+    return d
+
+
 def realesrgan_degrade(hr: torch.Tensor, scales: Sequence[int], seed: int, p: dict) -> dict[int, torch.Tensor]:
-    """One image 1 x 3 x H x W -> {scale: LR}. Every random draw precedes the final per-scale resize."""
-    g = torch.Generator().manual_seed(seed)
+    """One image 1 x 3 x H x W -> {scale: LR}, all scales from one draw.
+
+    The first degradation works at HR size and is shared. From the second degradation on, each scale s
+    runs the chain at its own size, as Real-ESRGAN does when trained for scale s: the second resize is
+    relative to HR / s, then the final resize goes to HR / s. So the x2 LR of a draw keeps the detail the
+    x4 LR loses (the teacher's task is easier), while kernels, noise levels, JPEG qualities and resize
+    factors are the same. A scale's output does not depend on which other scales are requested.
+    """
     H, W = hr.shape[-2:]
     for s in scales:
         if H % s or W % s:
             raise ValueError(f"HR size {H}x{W} is not divisible by scale {s}")
-    ref = p["reference_scale"]
-    x = hr.float()
-    # first degradation: blur, resize relative to the current size, noise, JPEG
-    x = blur(x, random_blur_kernel(g, p))
-    x = random_resize(x, g, p["resize_prob"], p["resize_range"], (H, W))
-    x = random_noise(x, g, p).clamp(0, 1)
-    x = random_jpeg(x, g, p["jpeg_range"])
-    # second degradation; its resize is relative to HR / reference_scale, as Real-ESRGAN's is to the LR
-    kernel2 = random_blur_kernel(g, p, "2")
-    if uniform(g, 0, 1) < p["second_blur_prob"]:
-        x = blur(x, kernel2)
-    x = random_resize(x, g, p["resize_prob2"], p["resize_range2"], (H / ref, W / ref))
-    x = random_noise(x, g, p, "2").clamp(0, 1)
-    # final: [resize + sinc, JPEG] or [JPEG, resize + sinc]; order, kernel, mode and quality are shared
-    final_sinc = random_final_sinc(g, p)
-    sinc_first = uniform(g, 0, 1) < 0.5
-    final_mode = RESIZE_MODES[choice(g, [1.0] * len(RESIZE_MODES))]
-    quality = int(round(uniform(g, *p["jpeg_range2"])))
-    if not sinc_first:
-        x = jpeg(x, quality)
+    d = draw_chain(torch.Generator().manual_seed(seed), p)
+    # first degradation (shared): blur, resize relative to HR, noise, JPEG
+    x = blur(hr.float(), d["kernel1"])
+    factor, mode = d["resize1"]
+    x = resize_to(x, (round(H * factor), round(W * factor)), mode)
+    x = apply_noise(x, d["noise1"]).clamp(0, 1)
+    x = jpeg(x, d["jpeg1"])
     out = {}
     for s in scales:
-        y = blur(resize_to(x, (H // s, W // s), final_mode), final_sinc)
-        if sinc_first:
-            y = jpeg(y.clamp(0, 1), quality)
+        y = blur(x, d["kernel2"]) if d["blur2"] else x
+        factor, mode = d["resize2"]
+        y = resize_to(y, (round(H / s * factor), round(W / s * factor)), mode)
+        y = apply_noise(y, d["noise2"]).clamp(0, 1)
+        # final: [resize + sinc, JPEG] or [JPEG, resize + sinc]
+        if not d["sinc_first"]:
+            y = jpeg(y, d["jpeg2"])
+        y = blur(resize_to(y, (H // s, W // s), d["final_mode"]), d["final_sinc"])
+        if d["sinc_first"]:
+            y = jpeg(y.clamp(0, 1), d["jpeg2"])
         # LR is stored as 8-bit, like the released test sets
         out[s] = ((y.clamp(0, 1) * 255).round() / 255).to(hr.dtype)
     return out
