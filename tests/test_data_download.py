@@ -12,6 +12,8 @@ import zipfile
 import pytest
 
 from yonos.data import download as dl
+from yonos.data import sources
+from yonos.data.sources import DatasetInfo, FilePin, Source
 from yonos.errors import UserError
 
 PAYLOAD = bytes(range(256)) * 4096  # 1 MiB
@@ -223,6 +225,278 @@ def test_install_from_mirror_and_missing_message(tmp_path, monkeypatch):
 
 def test_install_unpinned_refused(tmp_path, monkeypatch):
     monkeypatch.delenv("YONOS_DATA_MIRROR", raising=False)
-    with pytest.raises(UserError, match="not pinned"):
-        dl.install("div2k_valid_hr", tmp_path / "data")
-    assert not (tmp_path / "data" / "div2k_valid_hr").exists()
+    with pytest.raises(UserError, match="UNPINNED: EDSR's benchmark.tar has no published checksum"):
+        dl.install("set5", tmp_path / "data")
+    assert not (tmp_path / "data" / "set5").exists()
+
+
+# ---------------------------------------------------------------------------------------------
+# Pinned sources, atomic replacement, offline behaviour, argument errors (issue 7, items 7 and 11)
+
+
+def files_entry(base: str, files: dict[str, bytes], *, sha_override: dict | None = None) -> DatasetInfo:
+    """A per-file registry entry served by the local server: hr/<name> -> base/<name>."""
+    pins = tuple(FilePin(f"hr/{n}", len(d), (sha_override or {}).get(n, sha(d)), url=f"{base}/{n}")
+                 for n, d in files.items())
+    return DatasetInfo("toy", "toy set", ("hr",), "classic/toy", (Source("url", base, archive=None, files=pins),),
+                       license="test", citation="test")
+
+
+def archive_entry(base: str, data: bytes, *, name="toy", size=None) -> DatasetInfo:
+    src = Source("url", f"{base}/toy.zip", sha256=sha(data), size=len(data) if size is None else size,
+                 layout=(("pack/HR", "hr"),))
+    return DatasetInfo(name, "toy set", ("hr",), f"classic/{name}", (src,), license="test", citation="test")
+
+
+def only_the_dataset_left(root, name="toy"):
+    """Nothing but data/<name> (and the archive download cache) under the data root."""
+    return sorted(p.name for p in root.iterdir() if p.name != ".downloads") == [name]
+
+
+@pytest.fixture()
+def no_mirror(monkeypatch):
+    monkeypatch.delenv("YONOS_DATA_MIRROR", raising=False)
+
+
+def test_per_file_source_downloads_and_verifies_each_file(server, tmp_path, monkeypatch, no_mirror):
+    handler, base = server
+    files = {"a.png": b"A" * 3000, "b.png": b"B" * 5000}
+    handler.files.update({f"/{n}": d for n, d in files.items()})
+    monkeypatch.setitem(sources.DATASETS, "toy", files_entry(base, files))
+    out = dl.install("toy", tmp_path / "data")
+    assert {p.name: p.read_bytes() for p in (out / "hr").iterdir()} == files
+    assert only_the_dataset_left(tmp_path / "data")
+
+
+def test_per_file_hash_mismatch_rejected_and_nothing_left(server, tmp_path, monkeypatch, no_mirror):
+    handler, base = server
+    files = {"a.png": b"A" * 3000, "b.png": b"B" * 5000}
+    handler.files.update({f"/{n}": d for n, d in files.items()})
+    monkeypatch.setitem(sources.DATASETS, "toy", files_entry(base, files, sha_override={"b.png": "1" * 64}))
+    with pytest.raises(UserError, match="sha256 mismatch"):
+        dl.install("toy", tmp_path / "data")
+    assert list((tmp_path / "data").iterdir()) == []  # no a.png, no staging folder, no .part
+
+
+def test_size_mismatch_rejected_before_the_download(server, tmp_path):
+    handler, base = server
+    handler.files["/f.bin"] = PAYLOAD
+    with pytest.raises(UserError, match="pin says"):
+        dl.fetch_url(base + "/f.bin", tmp_path / "d" / "f.bin", sha256=sha(PAYLOAD), size=len(PAYLOAD) + 1)
+    assert list((tmp_path / "d").iterdir()) == []
+
+
+def test_pinned_archive_with_wrong_size_leaves_nothing(server, tmp_path, monkeypatch, no_mirror):
+    handler, base = server
+    data = make_zip([("pack/HR/1.png", b"x")])
+    handler.files["/toy.zip"] = data
+    monkeypatch.setitem(sources.DATASETS, "toy", archive_entry(base, data, size=len(data) + 7))
+    with pytest.raises(UserError, match="pin says"):
+        dl.install("toy", tmp_path / "data")
+    leftovers = [p for p in (tmp_path / "data").rglob("*") if p.is_file()]
+    assert leftovers == []
+
+
+def test_force_keeps_the_old_copy_when_the_new_one_fails(tmp_path, no_mirror):
+    """The reported data loss: a hand-placed Manga109 deleted by `--force` (manual source)."""
+    hand = tmp_path / "data" / "manga109" / "hr" / "mine.png"
+    hand.parent.mkdir(parents=True)
+    hand.write_bytes(b"precious")
+    with pytest.raises(UserError, match="no direct download"):
+        dl.install("manga109", tmp_path / "data", force=True)
+    assert hand.read_bytes() == b"precious"
+    assert only_the_dataset_left(tmp_path / "data", "manga109")
+
+
+def test_force_keeps_the_old_copy_when_offline_or_unpinned(tmp_path, monkeypatch, no_mirror):
+    hand = tmp_path / "data" / "set5" / "hr" / "baby.png"
+    hand.parent.mkdir(parents=True)
+    hand.write_bytes(b"precious")
+    with pytest.raises(UserError, match="UNPINNED"):
+        dl.install("set5", tmp_path / "data", force=True)
+    url = f"http://127.0.0.1:{closed_port()}/benchmark.tar"
+    offline = Source("url", url, archive="tar", layout=(("benchmark/Set5/HR", "hr"),), unpinned_reason="test")
+    monkeypatch.setitem(sources.DATASETS, "set5", DatasetInfo("set5", "Set5", ("hr",), "classic/set5", (offline,),
+                                                              license="t", citation="t"))
+    with pytest.raises(UserError, match="cannot reach"):
+        dl.install("set5", tmp_path / "data", force=True, allow_unpinned=True)
+    assert hand.read_bytes() == b"precious"
+    assert only_the_dataset_left(tmp_path / "data", "set5")
+
+
+def test_force_swaps_in_a_verified_copy(server, tmp_path, monkeypatch, no_mirror):
+    handler, base = server
+    data = make_zip([("pack/HR/new.png", b"new")])
+    handler.files["/toy.zip"] = data
+    monkeypatch.setitem(sources.DATASETS, "toy", archive_entry(base, data))
+    old = tmp_path / "data" / "toy" / "hr" / "old.png"
+    old.parent.mkdir(parents=True)
+    old.write_bytes(b"old")
+    out = dl.install("toy", tmp_path / "data", force=True)
+    assert sorted(p.name for p in (out / "hr").iterdir()) == ["new.png"]
+    assert only_the_dataset_left(tmp_path / "data")
+
+
+def test_interrupted_swap_puts_the_old_copy_back(tmp_path, no_mirror):
+    root = tmp_path / "data"
+    aside = root / ".manga109.old-4242" / "hr"
+    aside.mkdir(parents=True)
+    (aside / "mine.png").write_bytes(b"precious")
+    (root / ".manga109.staging-abc").mkdir()
+    assert dl.install("manga109", root) == root / "manga109"  # complete again: nothing to do
+    assert (root / "manga109" / "hr" / "mine.png").read_bytes() == b"precious"
+    assert only_the_dataset_left(root, "manga109")
+
+
+def test_archive_missing_file_is_one_line(tmp_path):
+    with pytest.raises(UserError, match="no such file") as err:
+        dl.install("div2k_valid_hr", tmp_path / "data", archive=tmp_path / "nope.zip")
+    assert "\n" not in str(err.value)
+    assert not (tmp_path / "data").exists()
+
+
+def test_archive_not_ignored_when_the_data_exists(tmp_path):
+    have = tmp_path / "data" / "set5" / "hr" / "baby.png"
+    have.parent.mkdir(parents=True)
+    have.write_bytes(b"x")
+    arc = tmp_path / "b.tar"
+    arc.write_bytes(make_tar([("benchmark/Set5/HR/new.png", b"y")]))
+    with pytest.raises(UserError, match="--force"):
+        dl.install("set5", tmp_path / "data", archive=arc)
+    out = dl.install("set5", tmp_path / "data", archive=arc, force=True)
+    assert sorted(p.name for p in (out / "hr").iterdir()) == ["new.png"]
+
+
+def test_archive_checked_against_the_pin(tmp_path):
+    arc = tmp_path / "DIV2K_valid_HR.zip"
+    arc.write_bytes(make_zip([("DIV2K_valid_HR/0801.png", b"x")]))
+    with pytest.raises(UserError, match="not the pinned DIV2K_valid_HR.zip"):
+        dl.install("div2k_valid_hr", tmp_path / "data", archive=arc)
+    assert list((tmp_path / "data").iterdir()) == []
+
+
+def test_source_dir_lacking_the_dataset_names_the_subfolder(tmp_path, no_mirror):
+    mirror = tmp_path / "mirror"
+    (mirror / "realsr").mkdir(parents=True)
+    with pytest.raises(UserError) as err:
+        dl.install("drealsr", tmp_path / "data", source_dir=mirror)
+    msg = str(err.value)
+    assert "lacks drealsr" in msg and str(mirror / "drealsr") in msg and "\n" not in msg
+    assert list((tmp_path / "data").iterdir()) == []
+
+
+def test_mirror_copy_verified_against_per_file_pins(tmp_path, no_mirror):
+    """b100 from a mirror holding the right names but one wrong file: rejected, nothing installed."""
+    mirror = tmp_path / "mirror"
+    folder = mirror / "classic" / "b100"
+    folder.mkdir(parents=True)
+    for pin in sources.dataset_info("b100").file_pins:
+        (folder / pin.path.split("/", 1)[1]).write_bytes(b"not the image")
+    with pytest.raises(UserError, match="img_001.png: size"):
+        dl.install("b100", tmp_path / "data", source_dir=mirror)
+    assert list((tmp_path / "data").iterdir()) == []
+
+
+def test_shared_mirror_installs_train291_and_b100(tmp_path, shared_dir, capsys, no_mirror):
+    from yonos.cli import main
+
+    mirror = shared_dir / "datasets"
+    if not (mirror / "train291" / "t91").is_dir() or not (mirror / "classic" / "b100").is_dir():
+        pytest.skip(f"{mirror}: no train291/ or classic/b100 (set YONOS_SHARED_DIR to the shared folder)")
+    root = tmp_path / "data"
+    assert main(["download", "train291", "b100", "--source-dir", str(mirror), "--data-root", str(root)]) == 0
+    for name, n in (("train291", 291), ("b100", 100)):
+        info = sources.dataset_info(name)
+        assert len(info.file_pins) == n
+        for pin in info.file_pins:
+            assert sha((root / name / pin.path).read_bytes()) == pin.sha256
+    assert sorted(p.name for p in root.iterdir()) == ["b100", "train291"]
+
+
+# A fake Hugging Face Hub: HEAD/GET of /datasets/<repo>/resolve/<rev>/<file>, with the headers
+# huggingface_hub reads (commit, etag = sha256 for LFS files, size).
+class HubHandler(http.server.BaseHTTPRequestHandler):
+    files: dict = {}
+
+    def log_message(self, *args):
+        pass
+
+    def _head(self):
+        data = self.files.get(self.path.split("/resolve/main/")[-1])
+        if data is None:
+            self.send_error(404)
+            return None
+        self.send_response(200)
+        self.send_header("X-Repo-Commit", "a" * 40)
+        self.send_header("ETag", f'"{sha(data)}"')
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        return data
+
+    def do_HEAD(self):
+        self._head()
+
+    def do_GET(self):
+        data = self._head()
+        if data is not None:
+            self.wfile.write(data)
+
+
+@pytest.fixture()
+def hub(monkeypatch, tmp_path):
+    HubHandler.files = {}
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), HubHandler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{httpd.server_address[1]}")
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    yield HubHandler
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def hub_entry(data: bytes, *, sha256=None, size=None) -> DatasetInfo:
+    src = Source("hf", "someone/testsets", filename="sets.zip", sha256=sha256 or sha(data),
+                 size=len(data) if size is None else size, layout=(("Toy/test_LR", "lr"), ("Toy/test_HR", "hr")))
+    return DatasetInfo("toy", "toy", ("lr", "hr"), "toy", (src,), license="t", citation="t")
+
+
+def test_hub_archive_installs_through_a_wrapping_folder(hub, tmp_path, monkeypatch, no_mirror):
+    data = make_zip([("StableSR_testsets/Toy/test_LR/1.png", b"l"), ("StableSR_testsets/Toy/test_HR/1.png", b"h")])
+    hub.files["sets.zip"] = data
+    monkeypatch.setitem(sources.DATASETS, "toy", hub_entry(data))
+    out = dl.install("toy", tmp_path / "data")
+    assert (out / "lr" / "1.png").read_bytes() == b"l" and (out / "hr" / "1.png").read_bytes() == b"h"
+
+
+@pytest.mark.parametrize("pin", ["size", "sha256"])
+def test_hub_file_differing_from_the_pin_is_not_downloaded(hub, tmp_path, monkeypatch, pin, no_mirror):
+    data = make_zip([("Toy/test_LR/1.png", b"l"), ("Toy/test_HR/1.png", b"h")])
+    hub.files["sets.zip"] = data
+    entry = hub_entry(data, size=len(data) + 1) if pin == "size" else hub_entry(data, sha256="2" * 64)
+    monkeypatch.setitem(sources.DATASETS, "toy", entry)
+    with pytest.raises(UserError, match="nothing was downloaded"):
+        dl.install("toy", tmp_path / "data")
+    assert [p for p in (tmp_path / "data").rglob("*") if p.is_file()] == []
+
+
+def test_hub_offline_fails_fast_in_one_line(tmp_path, monkeypatch, capsys, no_mirror):
+    """Unreachable Hub endpoint: one line, well under 10 s (was 25 s with 14 lines of retries)."""
+    from yonos.cli import main
+
+    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{closed_port()}")
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    t0 = time.monotonic()
+    assert main(["download", "realsr", "--allow-unpinned", "--data-root", str(tmp_path / "data")]) == 2
+    elapsed = time.monotonic() - t0
+    err = capsys.readouterr().err.strip()
+    assert elapsed < 10, elapsed
+    assert len(err.splitlines()) == 1 and "cannot reach" in err and "realsr" in err, err
+    assert not (tmp_path / "data" / "realsr").exists()
+
+
+def test_hub_offline_mode_fails_at_once(tmp_path, monkeypatch, no_mirror):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    t0 = time.monotonic()
+    with pytest.raises(UserError, match="HF_HUB_OFFLINE"):
+        dl.install("drealsr", tmp_path / "data", allow_unpinned=True)
+    assert time.monotonic() - t0 < 5
