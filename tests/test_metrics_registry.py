@@ -2,6 +2,7 @@
 
 import os
 import socket
+import sys
 import time
 from pathlib import Path
 
@@ -75,9 +76,9 @@ def test_missing_weights_are_na_with_reason_fast_and_offline(empty_homes, no_net
     scorer = Scorer(["psnr", "lpips", "niqe", "maniqa", "fid", "clipiqa"])
     assert time.perf_counter() - t0 < 10  # no retries: building is local only
     assert scorer.available["psnr"] is None
-    hub = empty_homes / "hub"
     assert scorer.available["lpips"].startswith("weights missing: put LPIPS_v0.1_alex-df73285e.pth in ")
-    assert str(hub / "pyiqa") in scorer.available["lpips"] and "alexnet-owt-7be5be79.pth" in scorer.available["lpips"]
+    assert "$TORCH_HOME/hub/pyiqa/" in scorer.available["lpips"]
+    assert "alexnet-owt-7be5be79.pth in $TORCH_HOME/hub/checkpoints/" in scorer.available["lpips"]
     assert "niqe_modelparameters.mat" in scorer.available["niqe"]
     assert "timm/vit_base_patch8_224" in scorer.available["maniqa"]
     assert "RN50.pt" in scorer.available["clipiqa"]
@@ -95,7 +96,30 @@ def test_file_in_mirror_that_pyiqa_cannot_take_as_a_path_is_reported(empty_homes
     (mirror / "pt_inception-2015-12-05-6726825d.pth").write_bytes(b"x")
     monkeypatch.setenv(registry.MIRROR_ENV, str(mirror))
     reason = registry.missing_reason(registry.get("fid"))
-    assert reason.startswith("weights misplaced") and str(empty_homes / "hub" / "pyiqa") in reason
+    assert reason.startswith("weights misplaced") and "$TORCH_HOME/hub/pyiqa/" in reason
+    assert "$YONOS_PYIQA_WEIGHTS" in reason and str(mirror) not in reason
+
+
+def test_reasons_name_places_as_a_user_types_them(tmp_path, monkeypatch):
+    """Reasons end up in committed reports: with every weight folder somewhere machine-specific (temp
+    folders named by TORCH_HOME, HF_HOME, YONOS_PYIQA_WEIGHTS), no reason contains a machine path."""
+    from yonos.report.paths import find_absolute_paths
+
+    for var in ("TORCH_HOME", "HF_HOME", registry.MIRROR_ENV):
+        (tmp_path / var).mkdir()
+        monkeypatch.setenv(var, str(tmp_path / var))
+    monkeypatch.setattr(registry, "_hf_cached", lambda repo, name: None)  # a file cached elsewhere must not count
+    if "pyiqa.utils.download_util" in sys.modules:  # pyiqa fixed its folder from TORCH_HOME at import
+        monkeypatch.setattr(sys.modules["pyiqa.utils.download_util"], "DEFAULT_CACHE_DIR",
+                            str(tmp_path / "TORCH_HOME" / "hub" / "pyiqa"))
+    (tmp_path / registry.MIRROR_ENV / "pt_inception-2015-12-05-6726825d.pth").write_bytes(b"x")  # misplaced
+    reasons = {name: registry.missing_reason(spec) for name, spec in registry.METRICS.items() if spec.weights}
+    assert all(reasons.values()), reasons
+    for name, reason in reasons.items():
+        assert str(tmp_path) not in reason and not find_absolute_paths(reason), (name, reason)
+    assert "put LPIPS_v0.1_alex-df73285e.pth in $YONOS_PYIQA_WEIGHTS or $TORCH_HOME/hub/pyiqa/" in reasons["lpips"]
+    assert "$TORCH_HOME/hub/clip/" in reasons["clipiqa"] and "$HF_HOME/hub/" in reasons["maniqa"]
+    assert "misplaced" in reasons["fid"] and "$YONOS_PYIQA_WEIGHTS" in reasons["fid"]
 
 
 def test_offline_hub_sets_and_restores(monkeypatch):

@@ -1,8 +1,11 @@
 """The report stage on a small synthetic results.csv: every output written, directions and bold
-from the registry, published rows marked, n/a reasons kept, figures readable at column width."""
+from the registry, published rows marked and never ranked, n/a reasons kept and free of machine
+paths, figures readable at column width."""
 
 import json
 import math
+import re
+import sys
 
 import pandas as pd
 import pytest
@@ -10,16 +13,32 @@ import torch
 from PIL import Image
 
 from yonos.io import save_image, write_json
+from yonos.metrics import registry
 from yonos.report import tables
 from yonos.report.figures import COLUMN_WIDTH_IN, DPI, pareto_front
 from yonos.stages import report
 from yonos.stages._common import run_stage
 
-NOTE = "weights missing: put LPIPS_v0.1_alex-df73285e.pth in /x"
 VARIANTS = {"direct_x4": 23.0, "distilled_x4": 24.5, "distilled_x4+decoder": 24.8, "teacher_x2": 27.0}
 
 
-def make_results(profile_dir):
+def registry_notes(tmp, monkeypatch) -> dict[str, str]:
+    """n/a reasons from the real registry code path, with every weight folder a temp folder named by
+    the variables a user sets (TORCH_HOME, HF_HOME, YONOS_PYIQA_WEIGHTS); plus a reason of another
+    origin (an exception's text) that carries a temp path."""
+    for var in ("TORCH_HOME", "HF_HOME", registry.MIRROR_ENV):
+        (tmp / var).mkdir(parents=True)
+        monkeypatch.setenv(var, str(tmp / var))
+    monkeypatch.setattr(registry, "_hf_cached", lambda repo, name: None)
+    if "pyiqa.utils.download_util" in sys.modules:  # pyiqa fixed its folder from TORCH_HOME at import
+        monkeypatch.setattr(sys.modules["pyiqa.utils.download_util"], "DEFAULT_CACHE_DIR",
+                            str(tmp / "TORCH_HOME" / "hub" / "pyiqa"))
+    notes = {m: registry.missing_reason(registry.get(m)) for m in ("lpips", "maniqa", "clipiqa")}
+    notes["dists"] = f"pyiqa could not build dists: OSError: {tmp / 'TORCH_HOME' / 'hub' / 'x.pth'}: truncated"
+    return notes
+
+
+def make_results(profile_dir, notes):
     rows = []
     for ds in ("embedded", "realsr"):
         def add(variant, steps, metric, value, note="", ds=ds):
@@ -29,12 +48,14 @@ def make_results(profile_dir):
                          "seconds_per_image": 0.001 if variant == "bicubic" else 0.02 * steps})
         add("bicubic", 0, "psnr", 24.0)
         add("bicubic", 0, "ssim", 0.70)
-        add("bicubic", 0, "lpips", math.nan, NOTE)
+        for metric, note in notes.items():
+            add("bicubic", 0, metric, math.nan, note)
         for variant, base in VARIANTS.items():
             for s in (1, 2, 4):
                 add(variant, s, "psnr", base + 0.1 * s)
                 add(variant, s, "ssim", 0.60 + 0.01 * s)
-                add(variant, s, "lpips", math.nan, NOTE)
+                for metric, note in notes.items():
+                    add(variant, s, metric, math.nan, note)
                 add(variant, s, "latent_psnr", 20.0 + s)
     (profile_dir / "evaluate").mkdir(parents=True)
     pd.DataFrame(rows).to_csv(profile_dir / "evaluate" / "results.csv", index=False)
@@ -50,12 +71,19 @@ def make_results(profile_dir):
 
 
 @pytest.fixture(scope="module")
-def reports(tmp_path_factory):
+def rendered(tmp_path_factory):
     root = tmp_path_factory.mktemp("report")
-    make_results(root / "runs" / "smoke")
-    cfg = {"profile": "smoke", "run_root": str(root / "runs"), "report": {"out_dir": str(root / "reports")}}
-    run_stage("report", report.run, cfg)
-    return root / "reports"
+    with pytest.MonkeyPatch.context() as mp:
+        notes = registry_notes(root / "weights", mp)
+        make_results(root / "runs" / "smoke", notes)
+        cfg = {"profile": "smoke", "run_root": str(root / "runs"), "report": {"out_dir": str(root / "reports")}}
+        run_stage("report", report.run, cfg)
+    return root, notes
+
+
+@pytest.fixture(scope="module")
+def reports(rendered):
+    return rendered[0] / "reports"
 
 
 def test_all_outputs_exist(reports):
@@ -75,23 +103,65 @@ def test_metrics_json_is_nested_and_null_for_na(reports):
 def test_steps_quality_is_tidy(reports):
     df = pd.read_csv(reports / "steps_quality.csv")
     assert list(df.columns) == ["dataset", "variant", "steps", "metric", "value", "seconds_per_image"]
-    assert len(df) == 2 * (3 + 4 * 3 * 4)
+    assert len(df) == 2 * (6 + 4 * 3 * 7)
 
 
-def test_table_arrows_bold_published_and_na(reports):
+def test_table_arrows_bold_published_and_na(reports, rendered):
+    notes = rendered[1]
     md = (reports / "tables" / "realsr.md").read_text()
-    assert "| Method | Steps | PSNR ↑ | SSIM ↑ | LPIPS ↓ | latent_psnr ↑ |" in md
-    assert "| YONOS distilled ×4 + decoder | 1 | 24.90 |" in md          # ours, at 1 step
+    assert "| Method | Steps | PSNR ↑ | SSIM ↑ | LPIPS ↓ | DISTS ↓ | MANIQA ↑ | CLIPIQA ↑ | latent_psnr ↑ |" in md
+    assert "| YONOS distilled ×4 + decoder | 1 | **24.90** |" in md      # ours, at 1 step: best of ours
     assert "| Teacher ×2 ‡ | 1 | 27.10 |" in md                          # x2 teacher is never bold
-    assert "*OSEDiff (published†)* | 1 | **25.15** | **0.7341** | **0.2921** |" in md
-    assert f"n/a LPIPS: {NOTE}" in md and "arXiv 2406.08177" in md
+    assert "*OSEDiff (published†)* | 1 | 25.15 | 0.7341 | 0.2921 |" in md  # a reference, never ranked
+    assert f"n/a LPIPS: {notes['lpips']}" in md and "arXiv 2406.08177" in md
     assert "| YONOS distilled ×4 | 2 |" not in md                         # table_steps: [1]
     emb = (reports / "tables" / "embedded.md").read_text()
-    assert "| Bicubic | 0 | 24.00 | **0.7000** | n/a | – |" in emb       # bicubic best SSIM, no latent
+    assert "| Bicubic | 0 | 24.00 | **0.7000** | n/a |" in emb           # bicubic best SSIM
+    assert "| Bicubic | 0 | 24.00 | **0.7000** | n/a | n/a | n/a | n/a | – |" in emb  # no latent
     assert "published" not in emb.split("- ")[0]                         # no published rows for embedded
     tex = (reports / "tables" / "realsr.tex").read_text()
-    assert r"\textbf{25.15}" in tex and r"PSNR $\uparrow$" in tex and r"\textit{OSEDiff$^\dagger$}" in tex
+    assert r"\textbf{24.90}" in tex and r"PSNR $\uparrow$" in tex and r"\textit{OSEDiff$^\dagger$}" in tex
     assert r"LPIPS\_v0.1" in tex
+
+
+def test_published_rows_never_win_nor_bold_among_themselves(reports):
+    """Like with like: SD-scale published rows sit beside ours as references. OSEDiff beats our PSNR
+    (25.15 vs 24.90) and is the only row with LPIPS values, yet no published cell is bold, and a column
+    where only published rows have values has no bold at all."""
+    md = (reports / "tables" / "realsr.md").read_text()
+    published = [line for line in md.splitlines() if "(published†)" in line]
+    assert len(published) == 2 and not any("**" in line for line in published)
+    cells = [line.split("|")[1:-1] for line in md.splitlines() if line.startswith("| ")][1:]  # no header
+    names = ("method", "steps", "psnr", "ssim", "lpips")
+    column = {name: [c[i].strip() for c in cells] for i, name in enumerate(names)}
+    assert [v for v in column["psnr"] if "**" in v] == ["**24.90**"]   # ours wins PSNR, OSEDiff's 25.15 does not
+    assert [v for v in column["ssim"] if "**" in v] == ["**0.7000**"]  # bicubic, over the published 0.7341
+    assert not any("**" in v for v in column["lpips"])                   # only published values: no bold at all
+    tex = (reports / "tables" / "realsr.tex").read_text()
+    assert not any(r"\textbf" in line for line in tex.splitlines() if r"\dagger" in line and "&" in line)
+    assert "never ranked" in md and "never ranked" in (reports / "README.md").read_text()
+    assert "published rows included" not in (reports / "README.md").read_text()
+
+
+# Absolute machine paths: a home or temp folder, the shared mirror, a Windows drive.
+MACHINE_PATH = re.compile(r"(?<![\w.:/~$}-])/(home|tmp|work|root|Users|var|private|mnt)/|\b[A-Za-z]:\\")
+
+
+def test_no_machine_path_in_anything_generated(rendered):
+    """n/a reasons came from the registry with weight folders in temp folders (and one from an
+    exception naming a temp file): no generated text file names an absolute path, and the places are
+    named as a user types them."""
+    from yonos.report.paths import find_absolute_paths
+
+    root, _ = rendered
+    texts = {p: p.read_text() for p in (root / "reports").rglob("*") if p.suffix in (".md", ".tex", ".json", ".csv")}
+    assert len(texts) >= 8
+    for path, text in texts.items():
+        assert str(root) not in text and not MACHINE_PATH.search(text), path
+        assert not find_absolute_paths(text), (path, find_absolute_paths(text))
+    md = texts[root / "reports" / "tables" / "realsr.md"]
+    assert "$TORCH_HOME/hub/pyiqa/" in md and "$YONOS_PYIQA_WEIGHTS" in md and "$HF_HOME/hub/" in md
+    assert "$TORCH_HOME/hub/x.pth: truncated" in md                          # the exception's path, shown as typed
 
 
 def test_readme_links_and_captions_everything(reports):

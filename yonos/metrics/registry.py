@@ -9,6 +9,10 @@ Weight lookup, in order:
      as a path argument (`path_kwarg`);
   2. the folder the library itself reads: pyiqa's `$TORCH_HOME/hub/pyiqa/`, torchvision's
      `$TORCH_HOME/hub/checkpoints/`, CLIP's `$TORCH_HOME/hub/clip/`, or the Hugging Face cache.
+
+Reasons name these folders the way a user types them (`$TORCH_HOME/hub/pyiqa/`,
+`$YONOS_PYIQA_WEIGHTS`), never as the expanded path of the machine that ran: they end up in
+committed reports.
 """
 
 from __future__ import annotations
@@ -189,6 +193,14 @@ class Resolved:
     reason: str | None             # None when usable; else what to put where
 
 
+# How reasons name each folder (see the module docstring). TORCH_HOME defaults to ~/.cache/torch,
+# HF_HOME to ~/.cache/huggingface; docs/metrics.md lists both.
+HOME_DISPLAY = {"pyiqa": "$TORCH_HOME/hub/pyiqa/", "torch_checkpoints": "$TORCH_HOME/hub/checkpoints/",
+                "clip": "$TORCH_HOME/hub/clip/"}
+HF_CACHE_DISPLAY = "$HF_HOME/hub/"
+MIRROR_DISPLAY = f"${MIRROR_ENV}"
+
+
 def resolve(wf: WeightFile) -> Resolved:
     """Find one weight file on disk without touching the network."""
     if wf.home.startswith("hf:"):
@@ -196,19 +208,19 @@ def resolve(wf: WeightFile) -> Resolved:
         found = _hf_cached(repo_id, wf.name)
         if found:
             return Resolved(Path(found), None)
-        hf_home = os.environ.get("HF_HOME", "~/.cache/huggingface")
         return Resolved(None, f"weights missing: put {repo_id} ({wf.name}) in the Hugging Face cache "
-                              f"{hf_home}/hub (e.g. `huggingface-cli download {repo_id}`)")
+                              f"{HF_CACHE_DISPLAY} (e.g. `huggingface-cli download {repo_id}`)")
     home = home_dir(wf.home)
+    shown = HOME_DISPLAY[wf.home]
     mirror = mirror_dir()
     if mirror is not None and wf.path_kwarg and (mirror / wf.name).is_file():
         return Resolved(mirror / wf.name, None)
     if (home / wf.name).is_file():
         return Resolved(home / wf.name, None)
     if mirror is not None and (mirror / wf.name).is_file():
-        return Resolved(None, f"weights misplaced: pyiqa reads {wf.name} only from {home}; "
-                              f"link it there from {mirror}")
-    where = f"{home}" + (f" (or {MIRROR_ENV}={mirror})" if mirror is not None and wf.path_kwarg else "")
+        return Resolved(None, f"weights misplaced: pyiqa reads {wf.name} only from {shown}, not from "
+                              f"{MIRROR_DISPLAY}; link or copy it there")
+    where = f"{MIRROR_DISPLAY} or {shown}" if wf.path_kwarg else shown
     return Resolved(None, f"weights missing: put {wf.name} in {where}")
 
 

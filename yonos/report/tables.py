@@ -1,6 +1,11 @@
 """Tables from the tidy results: DVC metrics JSON, the steps-quality plot data, and paper-style
-markdown/LaTeX blocks (one per dataset, ↑/↓ from the metric registry, best in bold, published rows
-beside ours and marked as such)."""
+markdown/LaTeX blocks (one per dataset, ↑/↓ from the metric registry, published rows beside ours and
+marked as such).
+
+Ranking compares like with like: **bold** is the best value among the rows this project ran on that
+dataset. Published rows (SD-scale models run on GPUs by their authors) are references: they never win
+a column and get no bold of their own; neither do our reference rows (‡: the ×2 teacher, the
+autoencoder ceiling)."""
 
 from __future__ import annotations
 
@@ -9,6 +14,7 @@ from dataclasses import dataclass, field
 
 from yonos.metrics import registry
 from yonos.metrics.results import row_label
+from yonos.report.paths import redact
 from yonos.report.published import published_rows
 
 DATASET_TITLES = {
@@ -88,7 +94,7 @@ class TableRow:
     values: dict[str, float]
     published: bool = False
     source: str = ""
-    ranked: bool = True
+    ranked: bool = True            # competes for bold; False for ‡ reference rows and every published row
 
 
 @dataclass
@@ -99,7 +105,8 @@ class TableBlock:
     notes: dict[str, str] = field(default_factory=dict)  # metric -> why it is n/a
 
     def best(self, metric: str) -> str | None:
-        """The best displayed value of `metric` in this block (compared as shown, so ties bold)."""
+        """The best displayed value of `metric` among this block's ranked rows, i.e. our own methods
+        (compared as shown, so ties bold); None when none of them has a value."""
         shown = [r.values.get(metric, math.nan) for r in self.rows if r.ranked]
         shown = [v for v in shown if v is not None and not math.isnan(v)]
         if not shown:
@@ -122,8 +129,10 @@ def _our_rows(sub, table_steps) -> list[TableRow]:
 
 
 def _notes(sub) -> dict[str, str]:
+    """metric -> why it is n/a. Reasons name places as a user types them (registry.py); `redact`
+    also rewrites any absolute path a message of another origin carries (an exception's text)."""
     noted = sub[(sub["note"] != "") & sub["value"].isna()]
-    return {m: "; ".join(sorted(set(g["note"]))) for m, g in noted.groupby("metric")}
+    return {m: "; ".join(sorted({redact(n) for n in g["note"]})) for m, g in noted.groupby("metric")}
 
 
 def build_blocks(df, table_steps=(1,), with_published=True) -> list[TableBlock]:
@@ -134,7 +143,7 @@ def build_blocks(df, table_steps=(1,), with_published=True) -> list[TableBlock]:
         metrics = metric_order(sub["metric"].unique())
         rows = _our_rows(sub, set(table_steps))
         if with_published:
-            rows += [TableRow(p["method"], p["steps"], p["values"], True, p["source"])
+            rows += [TableRow(p["method"], p["steps"], p["values"], published=True, source=p["source"], ranked=False)
                      for p in published_rows(dataset)]
         blocks.append(TableBlock(dataset, metrics, rows, _notes(sub)))
     return blocks
@@ -164,8 +173,9 @@ def _footnotes(block: TableBlock, *, markdown: bool) -> list[str]:
     out = []
     sources = sorted({r.source for r in block.rows if r.published})
     for s in sources:
-        out.append(f"{PUBLISHED_MARK} Published, not run by us: {s}.")
-    if not all(r.ranked for r in block.rows):
+        out.append(f"{PUBLISHED_MARK} Published, not run by us: {s}. SD-scale models on GPUs, shown for "
+                   "reference: never ranked (no bold) against the rows run here.")
+    if any(not r.ranked and not r.published for r in block.rows):
         out.append("‡ Reference row, not ranked: the ×2 teacher (an easier task than ×4) or the "
                    "autoencoder ceiling D(E(HR)).")
     out.append("– not applicable to that method, or not reported by that paper.")
