@@ -397,6 +397,18 @@ def test_mirror_copy_verified_against_per_file_pins(tmp_path, no_mirror):
     assert list((tmp_path / "data").iterdir()) == []
 
 
+def test_mirror_missing_a_pinned_file_is_one_line(tmp_path, no_mirror):
+    folder = tmp_path / "mirror" / "train291"
+    for pin in sources.dataset_info("train291").file_pins[:-1]:  # all but the last file
+        (folder / pin.path).parent.mkdir(parents=True, exist_ok=True)
+        (folder / pin.path).write_bytes(b"x")
+    last = sources.dataset_info("train291").file_pins[-1].path
+    with pytest.raises(UserError, match=f"{last}: missing from the mirror") as err:
+        dl.install("train291", tmp_path / "data", source_dir=tmp_path / "mirror")
+    assert "\n" not in str(err.value)
+    assert list((tmp_path / "data").iterdir()) == []
+
+
 def test_shared_mirror_installs_train291_and_b100(tmp_path, shared_dir, capsys, no_mirror):
     from yonos.cli import main
 

@@ -400,6 +400,10 @@ def copy_from_mirror(src: Path, new: Path, info: DatasetInfo) -> dict:
             shutil.copytree(subfolder(src, info, f), new / f, symlinks=False,
                             ignore=lambda d, names: [n for n in names if (Path(d) / n).is_dir()])
         return {"mirror": info.mirror, "verified": False}
+    missing = [pinned_path(src, info, p.path) for p in info.file_pins if not pinned_path(src, info, p.path).is_file()]
+    if missing:  # before copying anything
+        raise UserError(f"{missing[0]}: missing from the mirror's copy of {info.name} ({len(missing)} of the "
+                        f"{len(info.file_pins)} pinned files are absent); nothing was installed")
     for pin in info.file_pins:
         found = pinned_path(src, info, pin.path)
         dest = new / pin.path

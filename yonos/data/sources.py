@@ -68,7 +68,7 @@ class Source:
         if self.files:
             hashed = sum(1 for f in self.files if f.sha256)
             if hashed == len(self.files):
-                return f"pinned: {hashed} files by sha256"
+                return f"pinned: {hashed} file{'s' if hashed > 1 else ''} by sha256"
             return (f"PARTLY PINNED: {hashed} of {len(self.files)} files by sha256, the others by size only "
                     f"({self.unpinned_reason or 'no published hash'})")
         if self.sha256:
@@ -311,9 +311,10 @@ def pinned_path(folder: Path, info: DatasetInfo, rel: str) -> Path:
 
 
 def is_complete(folder: Path, info: DatasetInfo) -> bool:
-    """True when every pinned file exists (per-file entries), else when every expected sub-folder
-    exists and holds at least one file."""
-    if info.file_pins:
+    """True when every expected sub-folder exists and holds at least one file; for an entry without
+    sub-folders (weights), when every pinned file exists. A hand-placed copy of a per-file dataset
+    with other file names still counts (it is the user's data); installs check the pins themselves."""
+    if not info.folders:
         return folder.is_dir() and all(pinned_path(folder, info, f.path).is_file() for f in info.file_pins)
     subs = [subfolder(folder, info, f) for f in info.folders]
     return all(d.is_dir() and any(p.is_file() for p in d.iterdir()) for d in subs)
