@@ -1,0 +1,120 @@
+"""The README quotes its numbers from reports/ through a generated block, never by hand: the block in
+README.md is exactly what yonos.report.readme renders from the metrics.json it names, the rest of
+that section carries no number, and the report stage rewrites the block (only the block)."""
+
+import json
+import re
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from yonos.errors import UserError
+from yonos.report import readme, tables
+
+REPO = Path(__file__).resolve().parents[1]
+SECTION = "## What the embedded miniature shows"
+
+
+def metrics(distilled_1=33.4535, direct_1=34.0036, distilled_2=34.2788, direct_2=34.5549) -> dict:
+    def row(psnr, ssim, latent=None):
+        out = {"psnr": psnr, "ssim": ssim, "lpips": None}
+        return out if latent is None else {**out, "latent_psnr": latent}
+
+    emb = {"bicubic@0": row(26.6719, 0.710166), "autoencoder@0": row(27.3041, 0.786287),
+           "direct_x4@1": row(26.1587, 0.731679, direct_1), "direct_x4@2": row(26.3693, 0.732567, direct_2),
+           "distilled_x4@1": row(26.013, 0.725704, distilled_1), "distilled_x4@2": row(26.2944, 0.729723, distilled_2),
+           "distilled_x4+decoder@1": row(26.4595, 0.73295, distilled_1),
+           "teacher_x2@1": row(26.6974, 0.766874, 37.4129), "teacher_x2@50": row(27.2695, 0.782351, 43.3048)}
+    return {"embedded": emb, "realsr": {"bicubic@0": {"psnr": None}}}
+
+
+def test_readme_block_is_what_reports_give():
+    """Fails when README.md's numbers differ from reports/ (the hand-copied 34.56 vs 34.55 dB)."""
+    old, new = readme.expected(REPO / "README.md")
+    assert old == new, "README numbers are stale: run `python -m yonos.report.readme`"
+
+
+def test_section_has_no_number_outside_the_block():
+    text = (REPO / "README.md").read_text()
+    section = text[text.index(SECTION):]
+    section = section[: section.index("\n## ", 1)]
+    outside = readme.BLOCK.sub("", section)
+    assert readme.BLOCK.search(section), "the section quotes its numbers through the generated block"
+    assert re.findall(r"\d+\.\d+", outside) == [], "a hand-copied number outside the generated block"
+
+
+def flat(text: str) -> str:
+    """The block wraps its lines like the README; compare words."""
+    return " ".join(text.split())
+
+
+def test_numbers_are_rounded_as_the_tables_round_them():
+    text = flat(readme.render(metrics()))
+    assert "34.55 dB" in text and tables.fmt_value("latent_psnr", 34.5549) == "34.55"
+    assert "latent PSNR 33.45 vs 34.00 dB" in text and "PSNR-Y 26.01 vs 26.16 dB" in text
+    assert "27.30 dB against 26.67 dB for bicubic" in text and "SSIM-Y from 0.7257 to 0.7329" in text
+
+
+def test_verdicts_follow_the_numbers():
+    text = flat(readme.render(metrics()))
+    assert "not reproduced.** With the same start" in text and "is worse than the directly trained" in text
+    assert "on par with it at 2 steps (34.28 vs 34.55 dB)" in text and "imperfect target" in text
+    assert "Claim 2 (decoder fine-tuning helps): reproduced" in text and "1−SSIM fallback" in text
+    assert "RealSR: not scored (data absent)" in text
+    flipped = flat(readme.render(metrics(distilled_1=35.0, distilled_2=36.0)))
+    assert "Claim 1 (distilled beats direct, most at few steps): reproduced.**" in flipped
+    assert "is better than the directly trained" in flipped and "imperfect target" not in flipped
+    with pytest.raises(UserError, match="lacks direct_x4@1/latent_psnr"):
+        readme.render({"embedded": {k: v for k, v in metrics()["embedded"].items() if k != "direct_x4@1"}})
+
+
+def write_readme(folder: Path, source: str) -> Path:
+    path = folder / "README.md"
+    begin = readme.BEGIN.format(source=source)
+    path.write_text(f"# Title\n\nbefore 1.5\n\n{begin}\nstale 34.56\n{readme.END}\n\nafter 2.5\n")
+    return path
+
+
+def test_update_rewrites_only_the_block(tmp_path):
+    (tmp_path / "reports" / "embedded").mkdir(parents=True)
+    (tmp_path / "reports" / "embedded" / "metrics.json").write_text(json.dumps(metrics()))
+    path = write_readme(tmp_path, "reports/embedded/metrics.json")
+    assert readme.main(["--readme", str(path), "--check"]) == 1 and "stale 34.56" in path.read_text()
+    assert not readme.update_readme(path, metrics_path=tmp_path / "reports" / "smoke" / "metrics.json")  # not its own
+    assert readme.update_readme(path) and not readme.update_readme(path)
+    text = path.read_text()
+    assert text.startswith("# Title\n\nbefore 1.5\n\n<!-- yonos:numbers:begin")
+    assert text.endswith(f"{readme.END}\n\nafter 2.5\n")
+    assert "stale" not in text and "34.55" in text and readme.main(["--readme", str(path), "--check"]) == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["README.md", "reports"]  # no temporary file left
+
+
+def test_missing_block_or_source_is_one_line(tmp_path, capsys):
+    path = tmp_path / "README.md"
+    path.write_text("# no block\n")
+    assert readme.main(["--readme", str(path)]) == 2
+    assert "expected one block" in capsys.readouterr().err
+    write_readme(tmp_path, "reports/embedded/metrics.json")
+    assert readme.main(["--readme", str(path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "run the report stage first" in err
+
+
+def test_report_stage_fills_the_block(tmp_path, monkeypatch):
+    """The report stage rewrites the block of the README in its working folder when the block names
+    the metrics.json it just wrote, and leaves it alone otherwise (a smoke run, the tests)."""
+    from yonos.stages import report
+
+    rows = [{"method": "yonos", "variant": key.split("@")[0], "dataset": "embedded", "degradation": "bicubic",
+             "steps": int(key.split("@")[1]), "metric": m, "value": v, "note": ""}
+            for key, vals in metrics()["embedded"].items() for m, v in vals.items() if v is not None]
+    (tmp_path / "runs" / "embedded" / "evaluate").mkdir(parents=True)
+    pd.DataFrame(rows).to_csv(tmp_path / "runs" / "embedded" / "evaluate" / "results.csv", index=False)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(report, "write_figures", lambda df, rp, out, roots: {})  # figures: test_report.py
+    path = write_readme(tmp_path, "reports/embedded/metrics.json")
+    report.run({"profile": "embedded", "run_root": "runs", "report": {"out_dir": "reports/other"}})
+    assert "stale 34.56" in path.read_text()                          # another report: untouched
+    report.run({"profile": "embedded", "run_root": "runs", "report": {"out_dir": "reports/embedded"}})
+    assert "stale" not in path.read_text() and "latent PSNR 33.45 vs 34.00 dB" in flat(path.read_text())
