@@ -189,3 +189,17 @@ def test_pareto_front():
 def test_value_formatting():
     assert tables.fmt_value("psnr", 24.567) == "24.57" and tables.fmt_value("ssim", 0.5) == "0.5000"
     assert tables.fmt_value("lpips", math.nan) == "n/a"
+
+
+def test_committed_reports_have_no_machine_path():
+    """Everything under reports/ is committed: no home, temp or mirror folder of the machine that ran."""
+    from pathlib import Path
+
+    from yonos.report.paths import find_absolute_paths
+
+    root = Path(__file__).resolve().parents[1] / "reports"
+    texts = [p for p in root.rglob("*") if p.suffix in (".md", ".tex", ".json", ".csv")]
+    assert texts
+    for path in texts:
+        text = path.read_text()
+        assert not MACHINE_PATH.search(text) and not find_absolute_paths(text), path
