@@ -144,6 +144,9 @@ def test_results_of_another_profile_are_refused_in_one_line(tmp_path, reference,
     err = one_line_error(capsys, yonos(["check-drift", str(emb), "--reference", str(reference), "--update"]))
     assert "overwrite" in err and "reports/reference/embedded_metrics.json" in err
     assert reference.read_bytes() == before                                   # never overwritten
+    named = tmp_path / "smoke_metrics.json"                                   # a new file named for smoke
+    err = one_line_error(capsys, yonos(["check-drift", str(emb), "--reference", str(named), "--update"]))
+    assert "named for profile 'smoke'" in err and not named.exists()
     col = write_results(tmp_path / "col.csv", profile="paper")                # from the profile column
     assert "'paper'" in one_line_error(capsys, yonos(["check-drift", str(col), "--reference", str(reference)]))
 

@@ -98,6 +98,11 @@ def check(args, results_path: Path) -> int:
         old = drift.read_reference(ref_path) if ref_path.is_file() else None
         if old is not None:
             _same_profile(old, ref_path, results, "overwrite")
+        named = ref_path.name.removesuffix("_metrics.json")
+        if named in PROFILES and named != results.profile:  # a new file whose name says another profile
+            raise UserError(f"{results.path}: results of profile {results.profile!r} must not be written to "
+                            f"{ref_path}, named for profile {named!r}; use --reference "
+                            f"{drift.reference_path(results.profile)}")
         tolerances = (old or {}).get("tolerances") or dict(drift.DEFAULT_TOLERANCES)
         drift.write_reference(ref_path, results, tolerances=tolerances, basis=(old or {}).get("tolerance_basis"))
         kept = sum(1 for v in results.values.values() if v == v)
