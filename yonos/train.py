@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -24,7 +25,7 @@ from diffusers.optimization import get_cosine_schedule_with_warmup
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from yonos.checkpoint import has_trainer_state, load_trainer_state, save_trainer_state
+from yonos.checkpoint import discard_state, load_state, save_state
 from yonos.data.degradations import degrade
 from yonos.models import LatentCodec
 from yonos.resize import bicubic_up
@@ -40,17 +41,20 @@ def example_seed(seed: int, stream: str, index: int) -> int:
 
 
 class CropStream(Dataset):
-    """Random HR crops (with flips and 90-degree rotations) of in-memory RGB images, by example index.
+    """Random HR crops (with flips and 90-degree rotations) of RGB images, by example index. `images` is a
+    list of tensors, or a lazy sequence with `sizes` (h, w) that decodes one image per access
+    (yonos.stages._common.StreamedImages: the paper profile streams its training folder from disk).
 
     If `latent_shape` is given, each example also carries its diffusion timestep t and noise eps.
     """
 
     def __init__(self, images: Sequence[torch.Tensor], crop: int, length: int, *, seed: int, stream: str,
                  latent_shape: tuple[int, ...] | None = None, num_timesteps: int = 1000):
-        self.images = [im for im in images if min(im.shape[-2:]) >= crop]
-        if not self.images:
+        sizes = getattr(images, "sizes", None) or [tuple(im.shape[-2:]) for im in images]
+        self.images, self.keep = images, [i for i, hw in enumerate(sizes) if min(hw) >= crop]
+        if not self.keep:
             raise ValueError(f"no training image is at least {crop} px on each side")
-        areas = torch.tensor([im.shape[-2] * im.shape[-1] for im in self.images], dtype=torch.float64)
+        areas = torch.tensor([sizes[i][0] * sizes[i][1] for i in self.keep], dtype=torch.float64)
         self.weights = areas / areas.sum()  # sample images by area: every pixel equally likely
         self.crop, self.length, self.seed, self.stream = crop, length, seed, stream
         self.latent_shape, self.num_timesteps = latent_shape, num_timesteps
@@ -61,7 +65,7 @@ class CropStream(Dataset):
     def __getitem__(self, i: int) -> dict:
         s = example_seed(self.seed, self.stream, i)
         g = torch.Generator().manual_seed(s)
-        im = self.images[int(torch.multinomial(self.weights, 1, generator=g))]
+        im = self.images[self.keep[int(torch.multinomial(self.weights, 1, generator=g))]]
         h, w = im.shape[-2:]
         y = int(torch.randint(0, h - self.crop + 1, (1,), generator=g))
         x = int(torch.randint(0, w - self.crop + 1, (1,), generator=g))
@@ -108,8 +112,8 @@ class LatentBank(Dataset):
 # --- the loop -------------------------------------------------------------------------------------
 @dataclass
 class FitResult:
-    steps: int
-    seconds: float
+    steps: int  # optimiser steps the model has had, including those of a resumed state
+    seconds: float  # of this call
     final_loss: float
     losses: list[float]
 
@@ -134,16 +138,22 @@ def fit(
     weight_decay: float = 0.0,
     grad_clip: float | None = 1.0,
     state_dir: str | Path | None = None,
+    identity: dict | None = None,
+    fresh: bool = False,
     checkpoint_every: int = 0,
-    on_checkpoint: Callable[[torch.nn.Module, int], None] | None = None,
+    on_done: Callable[[torch.nn.Module, int], None] | None = None,
     desc: str = "train",
 ) -> FitResult:
     """Train the requires-grad parameters of `model` for `steps` optimiser steps.
 
     `dataset_factory(n_examples)` builds the example stream; `batch_size` is per process.
-    With `state_dir`, a previous run's trainer state is resumed and the state is saved at the end
-    (and every `checkpoint_every` steps, with `on_checkpoint` saving the weights).
+    With `state_dir`, the whole trainer state (weights, optimizer, step, losses) is saved atomically
+    every `checkpoint_every` steps and at the end, with `identity` (yonos/checkpoint.py). A previous
+    state is resumed exactly if its identity is the same, refused (UserError) if not, and discarded
+    first if `fresh`. `on_done(model, step)` exports the trained weights at the end.
     """
+    if state_dir is not None and identity is None:
+        raise ValueError("fit: a state_dir needs the training identity it is saved with")
     accum = accelerator.gradient_accumulation_steps
     n_examples = steps * accum * batch_size * accelerator.num_processes
     loader = DataLoader(dataset_factory(n_examples), batch_size=batch_size, shuffle=False, drop_last=True)
@@ -152,20 +162,26 @@ def fit(
     scheduler = get_cosine_schedule_with_warmup(optimizer, warmup_steps, steps)
     model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
 
-    done = 0
-    if state_dir is not None and has_trainer_state(state_dir):
-        done = load_trainer_state(state_dir, optimizer)
+    done, losses = 0, []
+    if state_dir is not None:
+        if fresh and accelerator.is_main_process:
+            discard_state(state_dir)
+        accelerator.wait_for_everyone()
+        meta = load_state(state_dir, accelerator.unwrap_model(model), optimizer, identity=identity)
+        if meta is not None:
+            done, losses = int(meta["step"]), [float(v) for v in meta.get("losses", [])]
+    with warnings.catch_warnings():  # "scheduler.step() before optimizer.step()": intended here
+        warnings.simplefilter("ignore", UserWarning)
         for _ in range(done):  # the LR schedule is a pure function of the step
             scheduler.step()
     batches = accelerator.skip_first_batches(loader, done * accum) if done else loader
 
-    losses: list[float] = []
     t0 = time.perf_counter()
     bar = tqdm(total=steps, initial=done, desc=desc, disable=not accelerator.is_local_main_process,
                dynamic_ncols=True, mininterval=2.0)
     model.train()
     step = done
-    for batch in batches:
+    for batch in batches if done < steps else ():
         with accelerator.accumulate(model):
             loss = loss_fn(model, batch)
             accelerator.backward(loss)
@@ -179,24 +195,25 @@ def fit(
             losses.append(float(accelerator.reduce(loss.detach(), reduction="mean")))
             bar.update(1)
             bar.set_postfix(loss=f"{np.mean(losses[-20:]):.4g}", refresh=False)
-            if checkpoint_every and step % checkpoint_every == 0 and step < steps and state_dir is not None:
-                _checkpoint(accelerator, model, optimizer, step, state_dir, on_checkpoint)
+            if state_dir is not None and (step >= steps or (checkpoint_every and step % checkpoint_every == 0)):
+                _save_state(accelerator, model, optimizer, step, state_dir, identity, losses)
             if step >= steps:
                 break
     bar.close()
-    if state_dir is not None:
-        _checkpoint(accelerator, model, optimizer, step, state_dir, on_checkpoint)
+    if on_done is not None:
+        accelerator.wait_for_everyone()
+        if accelerator.is_main_process:
+            on_done(accelerator.unwrap_model(model), step)
+        accelerator.wait_for_everyone()
     seconds = time.perf_counter() - t0
     final_loss = float(np.mean(losses[-20:])) if losses else math.nan
-    return FitResult(steps=step - done, seconds=seconds, final_loss=final_loss, losses=losses)
+    return FitResult(steps=step, seconds=seconds, final_loss=final_loss, losses=losses)
 
 
-def _checkpoint(accelerator, model, optimizer, step, state_dir, on_checkpoint) -> None:
+def _save_state(accelerator, model, optimizer, step, state_dir, identity, losses) -> None:
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
-        if on_checkpoint is not None:
-            on_checkpoint(accelerator.unwrap_model(model), step)
-        save_trainer_state(state_dir, optimizer, step)
+        save_state(state_dir, accelerator.unwrap_model(model), optimizer, step, identity=identity, losses=losses)
     accelerator.wait_for_everyone()
 
 

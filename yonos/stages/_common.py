@@ -16,16 +16,20 @@ from yonos.io import list_images, read_image, write_json
 
 
 def stage_main(name: str, run: Callable[[dict], dict | None], argv: list[str] | None = None) -> int:
-    """`python -m yonos.stages.<name> [--profile P] [--params FILE] [--run-root DIR]`."""
+    """`python -m yonos.stages.<name> [--profile P] [--params FILE] [--run-root DIR] [--fresh]`."""
     parser = argparse.ArgumentParser(prog=f"python -m yonos.stages.{name}")
     parser.add_argument("--profile", default=None, help="params profile (default: params.yaml's `profile`)")
     parser.add_argument("--params", default="params.yaml")
     parser.add_argument("--run-root", default=None, help="override run_root (outputs go to RUN_ROOT/<profile>/)")
+    parser.add_argument("--fresh", action="store_true",
+                        help="training stages: discard the saved trainer state and start from scratch")
     args = parser.parse_args(argv)
     try:
         cfg = load_params(args.params, args.profile)
         if args.run_root:
             cfg["run_root"] = args.run_root
+        if args.fresh:
+            cfg["fresh"] = True
         run_stage(name, run, cfg)
     except UserError as exc:
         print(f"{name}: error: {exc}", file=sys.stderr)

@@ -8,7 +8,7 @@ from pathlib import Path
 from diffusers import AutoencoderKL
 from safetensors.torch import load_file
 
-from yonos.checkpoint import has_trainer_state
+from yonos.checkpoint import digest
 from yonos.config import run_dir
 from yonos.io import write_json
 from yonos.models import LatentCodec, vae_factor
@@ -64,12 +64,35 @@ def example_stream(cfg: dict, n: int, *, stream: str, latent_shape=None, with_no
                       num_timesteps=cfg["model"]["num_train_timesteps"])
 
 
-def train_unet(cfg: dict, pipe: YonosPipeline, loss, *, stream: str, steps: int, out: Path, desc: str) -> dict:
-    """Train pipe.unet with `loss(unet, batch)` and save the pipeline to out/checkpoint."""
+def training_identity(cfg: dict, sections: dict, *, init) -> dict:
+    """What changes a U-Net stage's training, stored with its trainer state (yonos/checkpoint.py): the stage's
+    `sections`, the shared model/train/data/degradation config and seed, the digests of the frozen VAE, the
+    latent bank and the training images, and `init` (the digest of the starting checkpoint, or how a fresh
+    start is made). `train.checkpoint_every` is left out: it changes when the state is saved, not the result."""
+    bank, images = run_dir(cfg, "encode_latents", "bank.safetensors"), run_dir(cfg, "prepare_data", "train")
+    return {
+        **sections, "init": init, "seed": cfg["seed"], "mixed_precision": cfg.get("mixed_precision", "no"),
+        "model": cfg["model"], "train": {k: v for k, v in cfg["train"].items() if k != "checkpoint_every"},
+        "data": cfg["data"], "degradation": cfg["degradation"],
+        "vae": digest(run_dir(cfg, "train_autoencoder", "vae")),
+        "latent_bank": digest(bank) if bank.is_file() else None,
+        "train_images": digest(images) if images.is_dir() else None,  # paper: prepare_data's index of the folder
+    }
+
+
+def fresh_init(cfg: dict):
+    """The identity of new_pipeline's start: SD's pinned weights (paper) or a seeded new U-Net."""
+    return {"sd": cfg.get("sd")} if cfg["profile"] == "paper" else "new U-Net from model.unet and seed"
+
+
+def train_unet(cfg: dict, pipe: YonosPipeline, loss, *, stream: str, steps: int, out: Path, desc: str,
+               identity: dict) -> dict:
+    """Train pipe.unet with `loss(unet, batch)` and save the pipeline to out/checkpoint.
+
+    The trainer state in out/state is resumed when `identity` matches, refused when not; `cfg["fresh"]`
+    (the stages' --fresh) discards it first."""
     tcfg = cfg["train"]
     state, ckpt = out / "state", out / "checkpoint"
-    if has_trainer_state(state) and (ckpt / "unet").is_dir():  # resume an interrupted run
-        pipe.unet = from_checkpoint(ckpt).unet
     pipe.unet.train().requires_grad_(True)
     side = tcfg["hr_crop"] // vae_factor(pipe.vae)
     latent_shape = (pipe.vae.config.latent_channels, side, side)
@@ -88,7 +111,8 @@ def train_unet(cfg: dict, pipe: YonosPipeline, loss, *, stream: str, steps: int,
         lambda n: example_stream(cfg, n, stream=stream, latent_shape=latent_shape),
         accelerator=accelerator, steps=steps, batch_size=tcfg["batch_size"], lr=tcfg["lr"],
         warmup_steps=tcfg["warmup_steps"], weight_decay=tcfg["weight_decay"], grad_clip=tcfg["grad_clip"],
-        state_dir=state, checkpoint_every=tcfg["checkpoint_every"], on_checkpoint=save, desc=desc,
+        state_dir=state, identity=identity, fresh=bool(cfg.get("fresh")), checkpoint_every=tcfg["checkpoint_every"],
+        on_done=save, desc=desc,
     )
     write_json(out / "train_log.json", {"steps": result.steps, "seconds": result.seconds,
                                         "final_loss": result.final_loss, "loss_every_step": result.losses})

@@ -7,9 +7,10 @@ predictions; the student starts from the teacher's weights, and becomes the next
 
 from __future__ import annotations
 
+from yonos.checkpoint import digest
 from yonos.config import run_dir
 from yonos.stages._common import device_of, stage_main
-from yonos.stages._unet import from_checkpoint, train_unet, with_task
+from yonos.stages._unet import from_checkpoint, train_unet, training_identity, with_task
 from yonos.train import distillation_loss
 
 NAME = "distill_student"
@@ -27,9 +28,13 @@ def run(cfg: dict) -> dict:
         loss = with_task(distillation_loss, cfg, student, scale=s_scale, teacher=teacher, teacher_scale=t_scale)
         teacher.to(device_of(cfg))
         out = run_dir(cfg, NAME, f"x{s_scale}")
+        # A link's identity leaves out the rest of the chain: extending [2, 4] to [2, 4, 8] reuses the x4 link.
+        link = {"distill": {k: v for k, v in dcfg.items() if k != "scales"}, "link": f"x{t_scale}->x{s_scale}"}
+        identity = training_identity(cfg, link, init=digest(teacher_dir))
         # Same example stream as train_direct at this scale: only the regression target differs.
         timing[f"x{s_scale}"] = train_unet(cfg, student, loss, stream=f"x{s_scale}", steps=dcfg["steps"],
-                                           out=out, desc=f"distill x{t_scale}->x{s_scale}")["timing"]
+                                           out=out, desc=f"distill x{t_scale}->x{s_scale}",
+                                           identity=identity)["timing"]
         teacher_dir = out / "checkpoint"
     return {"timing": timing}
 

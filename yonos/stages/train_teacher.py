@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from yonos.config import run_dir
 from yonos.stages._common import stage_main
-from yonos.stages._unet import new_pipeline, train_unet, with_task
+from yonos.stages._unet import fresh_init, new_pipeline, train_unet, training_identity, with_task
 from yonos.train import base_loss
 
 NAME = "train_teacher"
@@ -18,7 +18,8 @@ def run(cfg: dict) -> dict:
     pipe = new_pipeline(cfg, scale)
     loss = with_task(base_loss, cfg, pipe, scale=scale)
     return train_unet(cfg, pipe, loss, stream=f"teacher_x{scale}", steps=cfg["teacher"]["steps"],
-                      out=run_dir(cfg, NAME), desc=f"teacher x{scale}")
+                      out=run_dir(cfg, NAME), desc=f"teacher x{scale}",
+                      identity=training_identity(cfg, {"teacher": cfg["teacher"]}, init=fresh_init(cfg)))
 
 
 def main() -> int:
