@@ -194,9 +194,19 @@ SLOW_SAVE = 0.3  # YONOS_TEST_SLOW_CHECKPOINT: each of a save's 5 windows lasts 
 def teacher_inputs(tmp_path_factory, repo_root):
     """The teacher's inputs (smoke prepare_data, train_autoencoder, encode_latents), made once, and a
     params file that checkpoints every 2 of the 20 steps (checkpoint_every is not part of the identity)."""
+    from yonos.config import load_params
+    from yonos.stages.run_all import run_all
+
     root = tmp_path_factory.mktemp("upstream")
-    subprocess.run([sys.executable, "-m", "yonos.stages.run_all", "--profile", "smoke", "--run-root", str(root),
-                    "--until", UPSTREAM[-1]], cwd=repo_root, env=one_thread(), check=True, capture_output=True)
+    cfg = dict(load_params(repo_root / "params.yaml", "smoke"), run_root=str(root))
+    threads, cwd = torch.get_num_threads(), os.getcwd()
+    torch.set_num_threads(1)  # in this process (saves a ~9 s start), on one thread like the children
+    os.chdir(repo_root)
+    try:
+        run_all(cfg, until=UPSTREAM[-1])
+    finally:
+        os.chdir(cwd)
+        torch.set_num_threads(threads)
     raw = yaml.safe_load((repo_root / "params.yaml").read_text())
     raw["smoke"]["train"]["checkpoint_every"] = 2
     params = root / "params.yaml"
@@ -244,7 +254,7 @@ def unet_tensors(root: Path) -> dict[str, torch.Tensor]:
 
 
 @pytest.mark.slow
-def test_teacher_killed_and_resumed_is_bit_identical(teacher_inputs, tmp_path, repo_root):
+def test_teacher_killed_and_resumed_is_bit_identical(teacher_inputs, tmp_path, repo_root, capsys):
     upstream, params = teacher_inputs
     ref_root, root = copy_inputs(upstream, tmp_path / "ref"), copy_inputs(upstream, tmp_path / "killed")
     reference = start(ref_root, params, repo_root, tmp_path / "ref.log")  # runs beside the kill series
@@ -254,7 +264,7 @@ def test_teacher_killed_and_resumed_is_bit_identical(teacher_inputs, tmp_path, r
     rng = random.Random(20240607)
     # Kinds of kill, at seeded random moments: "step" between two saves, "during" inside a save (its
     # files or its renames), "renames" after STATE -> STATE.old and before the new STATE is in place.
-    plan = ["step", "during", "step", "renames", "step", "during"]
+    plan = ["step", "during", "renames", "step", "during"]
     where = []
     for n, kind in enumerate(plan):
         before = max(saved_step(state), saved_step(state.with_name("state.old")), 0)
@@ -274,9 +284,9 @@ def test_teacher_killed_and_resumed_is_bit_identical(teacher_inputs, tmp_path, r
         assert proc.wait() == -signal.SIGKILL, f"kill {n} ({kind}) came too late"
         leftovers = sorted(p.name for p in out.iterdir() if p.name.startswith("state."))
         where.append((kind, before, saved_step(state), leftovers))
-    print("kills (kind, saved step before, after, leftovers):", *where, sep="\n  ")
-    assert sum(bool(w[3]) for w in where) >= 2, "no kill landed inside a checkpoint write"
-    assert any("state.old" in w[3] and w[2] == -1 for w in where), "no kill between the renames"
+    # where: (kind, saved step before, after, leftovers of the save it interrupted)
+    assert sum(bool(w[3]) for w in where) >= 2, f"no kill landed inside a checkpoint write: {where}"
+    assert any("state.old" in w[3] and w[2] == -1 for w in where), f"no kill between the renames: {where}"
 
     final = start(root, params, repo_root, tmp_path / "final.log")
     assert final.wait() == 0, (tmp_path / "final.log").read_text()[-2000:]
@@ -290,15 +300,24 @@ def test_teacher_killed_and_resumed_is_bit_identical(teacher_inputs, tmp_path, r
     ref_log = json.loads((ref_root / "smoke" / "train_teacher" / "train_log.json").read_text())
     assert log["loss_every_step"] == ref_log["loss_every_step"] and log["steps"] == 20
 
-    # A changed config is refused on the command line with one line, and --fresh is the way out.
+    # A changed config is refused by the stage's command line with one line, and --fresh is the way out
+    # (run here in-process: a process start costs ~9 s of imports).
+    from yonos.stages.train_teacher import main
+
     raw = yaml.safe_load(params.read_text())
     raw["smoke"]["teacher"]["steps"] = 30
     changed = tmp_path / "params_steps30.yaml"
     changed.write_text(yaml.safe_dump(raw))
-    res = subprocess.run([*STAGE, "--params", str(changed), "--run-root", str(root)], cwd=repo_root,
-                         env=one_thread(), capture_output=True, text=True)
-    assert res.returncode == 2, res.stderr[-2000:]
-    lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
-    assert len(lines) == 1 and "teacher.steps: 20 -> 30" in lines[0] and "--fresh" in lines[0], res.stderr
+    capsys.readouterr()
+    cwd = os.getcwd()
+    os.chdir(repo_root)
+    try:
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(sys, "argv", [*STAGE[2:], "--params", str(changed), "--run-root", str(root)])
+            assert main() == 2
+    finally:
+        os.chdir(cwd)
+    lines = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
+    assert len(lines) == 1 and "teacher.steps: 20 -> 30" in lines[0] and "--fresh" in lines[0], lines
     after = unet_tensors(root)  # refused before touching anything
     assert all(torch.equal(after[k], want[k]) for k in want)
