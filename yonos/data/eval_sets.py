@@ -1,10 +1,12 @@
 """Evaluation sets by name, with the protocol each one is scored under.
 
-    resolve_eval_set("realsr", cfg, run_dir) -> PairedSet
+    resolve_eval_set("realsr", cfg) -> PairedSet
 
 `cfg` is the active profile's config; `cfg["datasets"]` may give `root` (default "data") and
 `mirror` (a folder laid out as in yonos.data.sources; $YONOS_DATA_MIRROR is the fallback) and
-`classic_scale` (default 4). `run_dir` is runs/<profile>, where prepare_data writes the embedded set.
+`classic_scale` (default 4). The embedded set is what prepare_data wrote under runs/<profile>/: the
+profile and run root are cfg's (`profile`, `run_root`), or, for a cfg without a profile (the CLI),
+params.yaml's active profile ($YONOS_PROFILE, else its `profile`). `run_dir` overrides that folder.
 """
 
 from __future__ import annotations
@@ -62,21 +64,42 @@ def data_settings(cfg: dict | None) -> tuple[Path, str | None]:
     return Path(ds.get("root") or "data"), ds.get("mirror") or os.environ.get("YONOS_DATA_MIRROR")
 
 
-def resolve_eval_set(name: str, cfg: dict | None, run_dir: str | os.PathLike, *, scale: int | None = None) -> PairedSet:
+def profile_run_dir(cfg: dict | None, params: str | os.PathLike = "params.yaml") -> Path:
+    """runs/<profile> of cfg, or of params.yaml's active profile when cfg names none."""
+    from yonos.config import load_params, run_dir
+
+    if cfg and cfg.get("profile"):
+        return run_dir(cfg)
+    return run_dir({**load_params(params), **{k: v for k, v in (cfg or {}).items() if k == "run_root"}})
+
+
+def eval_set_folder(name: str, cfg: dict | None) -> Path:
+    """The folder an external set is read from (data/<name>, else the mirror's copy); UserError naming
+    what to download when it is absent. Not for the embedded set, which is a pipeline output."""
+    info = eval_set_info(name)
+    if info.dataset is None:
+        raise UserError(f"{name}: not an external dataset; it is written by the prepare_data stage")
+    root, mirror = data_settings(cfg)
+    if name == "div2k_val":
+        return _div2k_val_folder(root, mirror)
+    return locate(info.dataset, root, mirror)
+
+
+def resolve_eval_set(name: str, cfg: dict | None, run_dir: str | os.PathLike | None = None, *,
+                     scale: int | None = None) -> PairedSet:
     """The PairedSet for evaluation set `name`; UserError (one line) when its data is missing."""
     info = eval_set_info(name)
-    root, mirror = data_settings(cfg)
     if name == "embedded":
-        folder = Path(run_dir) / "prepare_data" / "eval"
+        folder = Path(run_dir if run_dir is not None else profile_run_dir(cfg)) / "prepare_data" / "eval"
         if not (folder / "hr").is_dir():
             raise UserError(f"{folder}: embedded evaluation set missing; run the prepare_data stage (dvc repro)")
         other = {int(d.name[4:]): d for d in folder.glob("lr_x*") if d.is_dir() and d.name[4:].isdigit()}
         kind = ((cfg or {}).get("degradation") or {}).get("kind", "bicubic")
         return load_paired_folder(folder / "lr", folder / "hr", name="embedded", scale=scale,
                                   other_lr_dirs=other, degradation=kind)
+    folder = eval_set_folder(name, cfg)
     if name == "div2k_val":
-        return _div2k_val(root, mirror)
-    folder = locate(info.dataset, root, mirror)
+        return _div2k_val(folder)
     if info.paired:
         return load_paired_folder(folder / "lr", folder / "hr", name=name, scale=info.scale,
                                   degradation=info.degradation)
@@ -84,10 +107,10 @@ def resolve_eval_set(name: str, cfg: dict | None, run_dir: str | os.PathLike, *,
     return load_hr_folder(subfolder(folder, dataset_info(info.dataset), "hr"), scale=scale, name=name)
 
 
-def _div2k_val(root: Path, mirror: str | None) -> PairedSet:
+def _div2k_val_folder(root: Path, mirror: str | None) -> Path:
     """The released StableSR DIV2K-Val pairs when present, else the locally generated ones."""
     try:
-        folder = locate("div2k_val_stablesr", root, mirror)
+        return locate("div2k_val_stablesr", root, mirror)
     except UserError:
         folder = root / GENERATED_DIV2K_VAL
         if not (folder / "hr").is_dir():
@@ -95,6 +118,10 @@ def _div2k_val(root: Path, mirror: str | None) -> PairedSet:
                 f"DIV2K-Val not found: run `yonos download div2k_val_stablesr` (preferred), or "
                 f"`yonos download div2k_valid_hr` then `python -m yonos.data.div2k_val` to build {folder}"
             ) from None
+        return folder
+
+
+def _div2k_val(folder: Path) -> PairedSet:
     made_by = "StableSR release" if folder.name != GENERATED_DIV2K_VAL else "yonos.data.div2k_val generator"
     return load_paired_folder(folder / "lr", folder / "hr", name="div2k_val", scale=4,
                               degradation=f"Real-ESRGAN second-order x4 ({made_by})")

@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
+from PIL import Image
 
 from yonos.config import load_params, run_dir, save_resolved
 from yonos.errors import UserError
-from yonos.io import list_images, read_image, write_json
+from yonos.io import list_images, pil_to_array, read_image, write_json
 
 
 def stage_main(name: str, run: Callable[[dict], dict | None], argv: list[str] | None = None) -> int:
@@ -50,7 +53,60 @@ def run_stage(name: str, run: Callable[[dict], dict | None], cfg: dict) -> dict:
     return result
 
 
-def load_folder(folder: str | Path) -> list[torch.Tensor]:
+# prepare_data writes this instead of copies when the training images are a folder of the user's
+# (paper profile: DIV2K's 800 2K images): the file names, their folder and a digest of their content.
+INDEX = "index.json"
+
+
+class StreamedImages(Sequence):
+    """Training images decoded from disk one at a time, never all held in memory: an HF `datasets`
+    Dataset of file paths whose Image feature decodes on access (pickles as paths, so each DataLoader
+    worker or process holds only the paths). `sizes` ((h, w) per image, from the file headers) lets a
+    sampler weight images by area without decoding them."""
+
+    def __init__(self, paths: Sequence[str | Path]):
+        import datasets
+
+        self.paths = [str(p) for p in paths]
+        self.sizes = [image_size(p) for p in self.paths]
+        self.dataset = datasets.Dataset.from_dict({"image": self.paths}).cast_column("image", datasets.Image())
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        if not -len(self) <= i < len(self):
+            raise IndexError(i)
+        try:
+            img = self.dataset[i]["image"]  # PIL, EXIF orientation applied by datasets
+        except (OSError, SyntaxError, ValueError) as exc:
+            raise UserError(f"{self.paths[i]}: not a readable image ({exc}); replace or remove the file") from None
+        return torch.from_numpy(pil_to_array(img)).permute(2, 0, 1).contiguous()
+
+
+def image_size(path: str | Path) -> tuple[int, int]:
+    """(h, w) after EXIF orientation, from the header only."""
+    try:
+        with Image.open(path) as img:
+            w, h = img.size
+            swap = img.getexif().get(0x0112, 1) in (5, 6, 7, 8)  # rotated by 90 or 270 degrees
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise UserError(f"{path}: not a readable image ({exc}); replace or remove the file") from None
+    return (w, h) if swap else (h, w)
+
+
+def load_folder(folder: str | Path) -> Sequence[torch.Tensor]:
+    """A stage folder of images: in memory (small: the embedded photos, evaluation crops), or, where
+    prepare_data wrote an index of a user's folder (paper profile), streamed from that folder."""
+    folder = Path(folder)
+    if (folder / INDEX).is_file():
+        index = json.loads((folder / INDEX).read_text())
+        paths = [Path(os.path.expandvars(index["dir"])) / name for name in index["files"]]
+        missing = [p for p in paths if not p.is_file()]
+        if missing:
+            raise UserError(f"{missing[0]}: listed in {folder / INDEX} but missing ({len(missing)} files); "
+                            f"restore {index['dir']} or re-run prepare_data (dvc repro)")
+        return StreamedImages(paths)
     return [read_image(p) for p in list_images(folder)]
 
 

@@ -3,14 +3,18 @@ that is scored. Methods are found by name in the `yonos.methods` registry and us
 the common `upscale` contract, plus optional capabilities (`has_latents`) instead of name checks.
 
 Writes runs/<profile>/evaluate/{results.csv, per_image.csv, images/<set>/<variant>_s<steps>/<id>.png}.
-results.csv is tidy: method, variant, dataset, degradation, steps, metric, value, seconds_per_image, note.
+results.csv is tidy: method, variant, dataset, degradation, steps, metric, value, seconds_per_image, note,
+and the provenance of each row: profile (the params profile that produced it), run_date (UTC) and commit
+(git HEAD, `+changes` when tracked files differed from it).
 latent_psnr = 10 log10(range(z_h)^2 / MSE(z-hat, z_h)) per image, range = max - min of that image's
 E(HR); it shows the U-Net's error where the decoder bounds pixel metrics.
 """
 
 from __future__ import annotations
 
+import datetime
 import math
+import subprocess
 import tempfile
 import time
 import zlib
@@ -31,6 +35,9 @@ from yonos.sampler import per_image_generators
 from yonos.stages._common import device_of, stage_main
 
 NAME = "evaluate"
+RESULT_COLUMNS = ("method", "variant", "dataset", "degradation", "steps", "metric", "value", "seconds_per_image",
+                  "note")
+PROVENANCE = ("profile", "run_date", "commit")
 
 
 def image_seed(seed: int, image_id: str) -> int:
@@ -68,9 +75,11 @@ def set_options(entry, ecfg: dict) -> tuple[str, dict]:
     return entry["name"], {"steps": entry.get("steps", ecfg["steps"]), "metrics": entry.get("metrics", ecfg["metrics"])}
 
 
-def build_variants(cfg: dict, device) -> dict:
+def build_variants(cfg: dict, device, names=None) -> dict:
     variants = {}
     for name, spec in cfg["evaluate"]["variants"].items():
+        if names is not None and name not in names:
+            continue
         kwargs = {k: v for k, v in spec.items() if k not in ("method", "checkpoint", "ceiling")}
         if "checkpoint" in spec:
             kwargs["checkpoint"] = run_dir(cfg, spec["checkpoint"])
@@ -108,14 +117,32 @@ def run(cfg: dict) -> dict:
     return {}
 
 
-def evaluate_sets(cfg: dict, ecfg: dict, out: Path, *, missing: str) -> None:
+def provenance(cfg: dict) -> dict:
+    """profile, run_date and commit columns of the rows a run writes (carried rows keep their own)."""
+    def git(*args) -> str:
+        try:
+            return subprocess.run(["git", *args], capture_output=True, text=True, timeout=30).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            return ""
+
+    commit = git("rev-parse", "--short", "HEAD") or "unknown"
+    if commit != "unknown" and git("status", "--porcelain", "--untracked-files=no"):
+        commit += "+changes"
+    return {"profile": cfg["profile"], "run_date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d"),
+            "commit": commit}
+
+
+def evaluate_sets(cfg: dict, ecfg: dict, out: Path, *, missing: str, carry=None) -> None:
     """Score every variant of `ecfg` on every set of `ecfg`; write results.csv and per_image.csv.
 
-    missing="error": a set whose data is absent stops the stage. missing="na": it becomes n/a rows
-    whose note says what to download (evaluate_real, whose sets live outside the repository).
+    missing="error": a set whose data is absent stops the stage. missing="na": its rows come from
+    `carry(set_name, variant_names)` (earlier results, marked as not re-run; evaluate_real) or, if that
+    gives none, are n/a rows whose note says what to download. Models load only if some set is present.
     """
     device = device_of(cfg)
-    variants = {k: v for k, v in build_variants(cfg, device).items() if k in ecfg.get("variants", k)}
+    specs = {k: v for k, v in cfg["evaluate"]["variants"].items() if k in ecfg.get("variants", k)}
+    variants = None
+    prov = provenance(cfg)
     rows, image_rows = [], []
     for entry in ecfg["sets"]:
         set_name, set_cfg = set_options(entry, ecfg)
@@ -124,11 +151,19 @@ def evaluate_sets(cfg: dict, ecfg: dict, out: Path, *, missing: str) -> None:
         except UserError as exc:
             if missing == "error":
                 raise
+            carried = carry(set_name, list(specs)) if carry else []
+            if carried:
+                print(f"[{out.name}] {set_name}: data absent; {len(carried)} earlier result rows carried forward")
+                rows += carried
+                continue
             print(f"[{out.name}] {set_name}: n/a ({exc})")
-            rows += [dict(method=m.name, variant=v, dataset=set_name, degradation="", steps=0, metric=metric,
-                          value=math.nan, seconds_per_image=math.nan, note=f"data missing: {exc}")
-                     for v, m in variants.items() for metric in set_cfg["metrics"]]
+            rows += [dict(method=spec["method"], variant=v, dataset=set_name, degradation="", steps=0,
+                          metric=metric, value=math.nan, seconds_per_image=math.nan, note=f"data missing: {exc}",
+                          **prov)
+                     for v, spec in specs.items() for metric in set_cfg["metrics"]]
             continue
+        if variants is None:
+            variants = build_variants(cfg, device, specs)
         scorer = Scorer(set_cfg["metrics"], device=device, border=eset.border)
         img_root = out / "images" / set_name
         saved = set(eset.ids[: ecfg["save_images"]])
@@ -148,7 +183,7 @@ def evaluate_sets(cfg: dict, ecfg: dict, out: Path, *, missing: str) -> None:
                                                 ecfg=ecfg, device=device, image_dir=img_root / f"{vname}_s{steps}",
                                                 save_ids=saved)
                 base = dict(method=method.name, variant=vname, dataset=set_name,
-                            degradation=eset.degradation, steps=steps, seconds_per_image=spi)
+                            degradation=eset.degradation, steps=steps, seconds_per_image=spi, **prov)
                 for metric, values in scores.items():  # n/a metrics come back as NaN: keep them, with why
                     rows.append({**base, "metric": metric, "value": sum(values) / len(values),
                                  "note": scorer.reason(metric) or ""})
@@ -156,8 +191,12 @@ def evaluate_sets(cfg: dict, ecfg: dict, out: Path, *, missing: str) -> None:
                 rows += folder_metric_rows(method, pairs, base, scale=scale, steps=max(steps, 1), scorer=scorer,
                                            ecfg=ecfg, device=device)
             if getattr(method, "has_latents", False) and cfg["evaluate"]["variants"][vname].get("ceiling"):
-                rows += ceiling_rows(method, pairs, scorer, ecfg, device, set_name, eset.degradation)
+                rows += [{**r, **prov} for r in ceiling_rows(method, pairs, scorer, ecfg, device, set_name,
+                                                             eset.degradation)]
     for name, frame in (("results.csv", pd.DataFrame(rows)), ("per_image.csv", pd.DataFrame(image_rows))):
+        first = [c for c in RESULT_COLUMNS if c in frame.columns]
+        frame = frame[first + [c for c in frame.columns if c not in first and c not in PROVENANCE]
+                      + [c for c in PROVENANCE if c in frame.columns]]
         with atomic_path(out / name) as tmp:
             frame.to_csv(tmp, index=False, float_format="%.6g")
 

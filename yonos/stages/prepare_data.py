@@ -3,7 +3,11 @@
 embedded/smoke: natural photographs bundled inside scikit-image, split by image (never by crop).
 Evaluation crops are the most textured non-overlapping crops of each held-out image: flat crops
 flatter bicubic and hide differences between methods. LR images come from `degradation`.
-paper: HR training images from a folder (e.g. DIV2K train HR, fetched with `yonos download`).
+paper (data.source: folder): HR images from data.train_dir / data.val_dir (e.g. DIV2K, fetched with
+`yonos download`). The training images are not copied: train/index.json lists them with a digest of
+their content, and the training stages stream them from their folder (yonos.stages._common.load_folder).
+Validation images are read one at a time. Under DVC the stage re-runs when a folder's content
+changes (its dependency runs/<profile>/scan_data/train.json, written by the scan_data stage).
 Writes runs/<profile>/prepare_data/{train/, eval/{hr,lr,lr_x2}/, manifest.json}.
 """
 
@@ -20,7 +24,7 @@ from yonos.config import run_dir
 from yonos.data.degradations import degrade
 from yonos.errors import UserError
 from yonos.io import list_images, pil_to_array, read_image, save_image, write_json
-from yonos.stages._common import stage_main
+from yonos.stages._common import INDEX, stage_main
 from yonos.train import example_seed
 
 NAME = "prepare_data"
@@ -41,8 +45,22 @@ def skimage_images(names: list[str]) -> dict[str, torch.Tensor]:
     return out
 
 
-def folder_images(folder: str) -> dict[str, torch.Tensor]:
-    return {p.stem: read_image(p) for p in list_images(folder)}
+def folder_images(folder: str) -> dict[str, Path]:
+    """{name: file} of a folder of images, without decoding them."""
+    files = list_images(folder)
+    names = [p.stem for p in files]
+    if len(set(names)) != len(names):
+        dup = sorted({n for n in names if names.count(n) > 1})
+        raise UserError(f"{folder}: several files named {dup[0]}.*; keep one image per name")
+    return dict(zip(names, files))
+
+
+def write_index(folder: str, files: dict[str, Path], out: Path) -> None:
+    """train/index.json: the images of a user's folder, by name, and a digest of their content."""
+    from yonos.stages.scan_data import folder_digest
+
+    write_json(out / INDEX, {"dir": folder, "files": [files[n].name for n in sorted(files)],
+                             "sha256": folder_digest(Path(os.path.expandvars(folder)))["sha256"]})
 
 
 def texture(crop: torch.Tensor) -> float:
@@ -66,19 +84,23 @@ def run(cfg: dict) -> dict:
         train = skimage_images(dcfg["train_images"])
         val = skimage_images(dcfg["val_images"])
     elif dcfg["source"] == "folder":
-        train = folder_images(os.path.expandvars(dcfg["train_dir"]))
-        val = folder_images(os.path.expandvars(dcfg["val_dir"]))
+        train_dir = os.path.expandvars(dcfg["train_dir"])
+        train, val = folder_images(train_dir), folder_images(os.path.expandvars(dcfg["val_dir"]))
     else:
         raise UserError(f"params.yaml: data.source {dcfg['source']!r} is not one of skimage, folder")
     if set(train) & set(val):
         raise UserError(f"params.yaml: images in both train and val: {sorted(set(train) & set(val))}")
 
-    for name, img in tqdm(train.items(), desc="train images", mininterval=2.0):
-        save_image(img, out / "train" / f"{name}.png")
+    if dcfg["source"] == "folder":
+        write_index(dcfg["train_dir"], train, out / "train")
+    else:
+        for name, img in tqdm(train.items(), desc="train images", mininterval=2.0):
+            save_image(img, out / "train" / f"{name}.png")
 
     size, scale = dcfg["eval_hr_size"], dcfg["eval_scale"]
     manifest = []
     for name, img in tqdm(val.items(), desc="eval crops", mininterval=2.0):
+        img = read_image(img) if isinstance(img, Path) else img  # a folder's image: one in memory at a time
         for y, x in textured_crops(img, size, dcfg["eval_crops_per_image"]):
             crop_id = f"{name}_y{y:04d}_x{x:04d}"
             hr = img[:, y: y + size, x: x + size]

@@ -1,7 +1,8 @@
 """Every stage in pipeline order, in one process, without DVC: for tests and the CI drift check.
 
-    python -m yonos.stages.run_all --profile smoke --run-root /tmp/runs [--until evaluate]
+    python -m yonos.stages.run_all --profile smoke --run-root /tmp/runs [--until report]
 
+The report goes beside the run (RUN_ROOT/<profile>/report/), never into the committed reports/.
 `dvc repro` is the way to run the pipeline for real: it skips what is up to date.
 """
 
@@ -11,15 +12,17 @@ import argparse
 import importlib
 import sys
 
-from yonos.config import load_params
+from yonos.config import load_params, run_dir
 from yonos.errors import UserError
 from yonos.stages._common import run_stage
 
-ORDER = ("prepare_data", "train_autoencoder", "encode_latents", "train_teacher", "distill_student", "train_direct",
-         "finetune_decoder", "evaluate", "evaluate_real", "report")
+ORDER = ("scan_data", "prepare_data", "train_autoencoder", "encode_latents", "train_teacher", "distill_student",
+         "train_direct", "finetune_decoder", "evaluate", "evaluate_real", "report")
 
 
 def run_all(cfg: dict, until: str = "evaluate") -> None:
+    if not (cfg.get("report") or {}).get("out_dir"):
+        cfg["report"] = {**(cfg.get("report") or {}), "out_dir": str(run_dir(cfg, "report"))}
     for name in ORDER[: ORDER.index(until) + 1]:
         run_stage(name, importlib.import_module(f"yonos.stages.{name}").run, cfg)
 
