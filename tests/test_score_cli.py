@@ -72,3 +72,68 @@ def test_unknown_metric_is_a_user_error(folders):
     sr_dir, hr_dir, _ = folders
     with pytest.raises(UserError, match="unknown psnrr"):
         run_score(sr_dir, hr_dir, "--metrics", "psnrr")
+
+
+# --- bad arguments: one line, exit 2, before any metric is built ---------------------------------------
+def one_line_error(capsys, rc: int, needle: str) -> None:
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and len(err.splitlines()) == 1 and needle in err, (rc, err)
+
+
+@pytest.mark.parametrize("border,needle", [
+    (-3, "--border -3: must be 0 or more"),
+    (20, "--border 20: a.png is 40x48, so nothing is left to score; use a border below 20"),
+    (100, "--border 100: a.png is 40x48"),
+])
+def test_border_out_of_range_is_one_line(folders, capsys, border, needle):
+    from yonos.cli import main
+
+    sr_dir, hr_dir, _ = folders
+    one_line_error(capsys, main(["score", str(sr_dir), str(hr_dir), "--metrics", "psnr", "--border", str(border)]),
+                   needle)
+
+
+def test_cuda_without_a_gpu_is_one_line(folders, capsys, monkeypatch):
+    from yonos.cli import main
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    sr_dir, hr_dir, _ = folders
+    one_line_error(capsys, main(["score", str(sr_dir), str(hr_dir), "--metrics", "psnr", "--device", "cuda"]),
+                   "--device cuda: no CUDA device is available")
+
+
+def test_every_na_has_a_reason(folders, tmp_path, capsys):
+    """NIQE on images under 96 px and SSIM with a border that leaves 8 px (under its 11 px window)."""
+    sr_dir, hr_dir, _ = folders
+    out = tmp_path / "s.json"
+    assert run_score(sr_dir, hr_dir, "--metrics", "psnr,ssim,niqe", "--border", "16", "--out", out) == 0
+    data = json.loads(out.read_text())
+    na = [m for m, v in data["metrics"].items() if v is None]
+    assert {"ssim", "niqe"} <= set(na) and data["metrics"]["psnr"] is not None
+    assert all(data["n/a"].get(m) for m in na), data["n/a"]
+    table = capsys.readouterr().out
+    assert all("n/a  (" in line for line in table.splitlines() if "n/a" in line), table
+
+
+def test_a_silent_nan_from_pyiqa_gets_a_reason():
+    from yonos.metrics import Scorer
+
+    scorer = Scorer(["psnr"])
+    scorer._nets["psnr"] = lambda sr, hr: torch.full((sr.shape[0],), float("nan"))
+    x = torch.rand(2, 3, 16, 16)
+    assert torch.isnan(scorer.score(x, x)["psnr"]).all() and "returned NaN" in scorer.reason("psnr")
+
+
+def test_grey_flag_is_per_image_in_a_batch():
+    """A batch mixing a single-channel and an RGB ground truth: each image gets its own rule, and
+    the grey value is exactly the RGB (= grey) PSNR, 1-2 dB below the Y value for the same error."""
+    from yonos.metrics import Scorer
+
+    g = torch.Generator().manual_seed(0)
+    hr = torch.rand(2, 1, 24, 24, generator=g).expand(2, 3, 24, 24)
+    sr = (hr + 0.05 * torch.randn(2, 1, 24, 24, generator=g)).clamp(0, 1).expand(2, 3, 24, 24)
+    scorer = Scorer(["psnr"])
+    mixed = scorer.score(sr, hr, grey=[True, False])["psnr"]
+    y_only, grey_only = scorer.score(sr, hr)["psnr"], scorer.score(sr, hr, grey=True)["psnr"]
+    assert mixed[0] == grey_only[0] and mixed[1] == y_only[1]
+    assert 1.0 < float(y_only[0] - grey_only[0]) < 2.0

@@ -1,4 +1,8 @@
-"""`yonos score SR_DIR HR_DIR`: score any method's outputs with the metric protocol (docs/metrics.md)."""
+"""`yonos score SR_DIR HR_DIR`: score any method's outputs with the metric protocol (docs/metrics.md).
+
+The protocol is `yonos.metrics.Scorer`, the same code `yonos evaluate` uses: a ground truth stored
+single-channel is scored on its grey values (MATLAB's rule, docs/data.md), so both commands agree.
+"""
 
 from __future__ import annotations
 
@@ -7,10 +11,13 @@ import math
 import sys
 from pathlib import Path
 
+from PIL import Image
+
+from yonos.device import DEVICE_HELP, resolve_device
 from yonos.errors import UserError
 from yonos.io import read_image, write_json
 from yonos.metrics import registry
-from yonos.metrics.pairing import pair_by_name
+from yonos.metrics.pairing import pair_by_name, stored_grey
 
 DEFAULT = ("psnr", "ssim", "lpips", "dists", "fid", "niqe", "musiq", "maniqa", "clipiqa")
 
@@ -28,7 +35,7 @@ def register(subparsers) -> None:
     p.add_argument("--metrics", default=",".join(DEFAULT), help=f"comma list from: {', '.join(registry.METRICS)}")
     p.add_argument("--border", type=int, default=0,
                    help="pixels cropped per side for PSNR/SSIM (classic sets: the scale)")
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--device", default="auto", help=DEVICE_HELP)
     p.add_argument("--out", metavar="FILE", help="write JSON {metrics: {name: mean}, per_image: {file: {name: value}}}")
     p.set_defaults(func=run)
 
@@ -40,6 +47,23 @@ def parse_metrics(text: str) -> list[str]:
         known = ", ".join(registry.METRICS)
         raise UserError(f"--metrics: unknown {', '.join(unknown) or '(empty)'}; choose from {known}")
     return names
+
+
+def check_border(border: int, pairs) -> None:
+    """--border must leave pixels to score in every image: 0 <= border < half the smallest side."""
+    if border < 0:
+        raise UserError(f"--border {border}: must be 0 or more pixels per side (classic sets: the scale)")
+    if not border:
+        return
+    for _, hr_path in pairs:
+        try:
+            with Image.open(hr_path) as img:
+                w, h = img.size
+        except OSError:
+            continue  # unreadable: read_image names it with the fix below
+        if 2 * border >= min(w, h):
+            raise UserError(f"--border {border}: {hr_path.name} is {w}x{h}, so nothing is left to score; "
+                            f"use a border below {(min(w, h) + 1) // 2}")
 
 
 def load_pair(sr_path: Path, hr_path: Path):
@@ -65,7 +89,7 @@ def score_pairs(pairs, scorer) -> tuple[dict[str, dict[str, float]], dict[str, s
     notes: dict[str, str] = {}
     for sr_path, hr_path in pairs:
         sr, hr = load_pair(sr_path, hr_path)
-        values = scorer.score(sr[None], hr[None])
+        values = scorer.score(sr[None], hr[None], grey=stored_grey(hr_path))
         per_image[sr_path.name] = {k: float(v[0]) for k, v in values.items()}
         notes.update(scorer.notes)
     return per_image, notes
@@ -99,9 +123,11 @@ def run(args) -> int:
     from yonos.metrics.scorer import Scorer  # imports pyiqa: keep `yonos --help` fast
 
     metrics = parse_metrics(args.metrics)
+    device = resolve_device(args.device)
     pairs = pair_by_name(args.sr_dir, args.hr_dir)
+    check_border(args.border, pairs)
     scale = lr_scale(args.lr_dir, args.hr_dir) if args.lr_dir else None
-    scorer = Scorer(metrics, device=args.device, border=args.border)
+    scorer = Scorer(metrics, device=device, border=args.border)
     per_image, notes = score_pairs(pairs, scorer)
     folder_values = scorer.score_folders(args.sr_dir, args.hr_dir) if scorer.folder_metrics else {}
     means = summarise(per_image, folder_values, metrics)
@@ -113,7 +139,9 @@ def run(args) -> int:
             "per_image": {f: {k: _json_number(v) for k, v in row.items()} for f, row in per_image.items()},
             "n/a": reasons,
             "protocol": {"border": args.border, "scale": scale, "sr_dir": str(args.sr_dir),
-                         "hr_dir": str(args.hr_dir), "directions": {m: registry.arrow(m) for m in metrics}},
+                         "hr_dir": str(args.hr_dir), "directions": {m: registry.arrow(m) for m in metrics},
+                         "grey_rule": "single-channel ground truth scored on grey values, else Y (BT.601)",
+                         "grey_files": [hr.name for _, hr in pairs if stored_grey(hr)]},
         })
         print(f"wrote {args.out}", file=sys.stderr)
     return 0

@@ -26,6 +26,18 @@ def pair_by_name(a_dir: str | os.PathLike, b_dir: str | os.PathLike) -> list[tup
     return [(a[k], b[k]) for k in sorted(a)]
 
 
+def stored_grey(path: str | os.PathLike) -> bool:
+    """True when the file stores one channel (mode L, I;16, ...): the ground truth that MATLAB-style
+    evaluation scores on grey values instead of Y (yonos.metrics.scorer). The one rule for every command:
+    `yonos score` asks it per HR file, `yonos evaluate` through PairedSet.grey_ids (the same modes)."""
+    from yonos.data.paired import GREY_MODES, image_mode
+
+    try:
+        return image_mode(Path(path)) in GREY_MODES
+    except OSError as exc:  # PIL.UnidentifiedImageError is an OSError
+        raise UserError(f"{path}: not a readable image ({type(exc).__name__}); replace or remove the file") from None
+
+
 def _by_stem(files: list[Path], folder) -> dict[str, Path]:
     out: dict[str, Path] = {}
     for f in files:
