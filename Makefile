@@ -12,7 +12,7 @@ SHARED ?= $(abspath $(CURDIR)/../shared)
 export YONOS_PYIQA_WEIGHTS ?= $(wildcard $(SHARED)/weights/pyiqa)
 export YONOS_SHARED_DIR ?= $(SHARED)
 
-.PHONY: setup repro repro-real test test-fast bench lint drift
+.PHONY: setup repro repro-real test test-fast bench bench-gpu lint drift
 
 $(STAMP): requirements.txt pyproject.toml
 	python3.11 -m venv $(VENV)
@@ -36,6 +36,10 @@ test-fast: setup
 
 bench: setup
 	pytest bench/ --benchmark-only
+
+# One GPU, <= 8 minutes: SD-2.1-base-shaped YONOS vs LDM-SR-100 / StableSR-200 -> reports/bench/gpu_<device>.json
+bench-gpu: setup
+	bench/gpu.sh
 
 drift: setup
 	yonos check-drift
