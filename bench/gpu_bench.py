@@ -162,7 +162,8 @@ SECTIONS = ("matmul", "yonos", "stablesr", "ldm_sr")
 
 def _args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--out", help="JSON path (default reports/bench/gpu_<device-slug>.json in the repository)")
+    p.add_argument("--out", help="JSON path (default reports/bench/gpu_<device-slug>.json in the repository; "
+                                 "--tiny: runs/bench/gpu_tiny.json)")
     p.add_argument("--tiny", action="store_true", help="tiny configs on CPU in fp32, no compile: the test's check")
     p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
                    help="torch.compile the networks (default: on for CUDA, off for --tiny)")
@@ -333,7 +334,7 @@ class Bench:
         # Repeats: enough calls for a stable median on the GPU; the CPU check only needs numbers to exist.
         self.policy = ({"warmup": 1, "min_repeats": 1, "max_repeats": 1, "min_time_s": 0.0,
                         "loop_warmup": 0, "loop_repeats": 1} if args.tiny else
-                       {"warmup": 3, "min_repeats": 20, "max_repeats": 200, "min_time_s": 2.0,
+                       {"warmup": 3, "min_repeats": 20, "max_repeats": 200, "min_time_s": 1.0,
                         "loop_warmup": 1, "loop_repeats": 3})
         self.compile_s_per_module: list[float] = []
         self.notes: list[str] = []
@@ -342,7 +343,9 @@ class Bench:
         self.matmul: dict | None = None
         self.name = torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else "cpu"
         self.nominal_peak = next((v for k, v in NOMINAL_BF16_DENSE_PEAK.items() if k in self.name), None)
-        default_out = REPO / "reports" / "bench" / f"gpu_{slug(self.name)}{'-tiny' if self.tiny else ''}.json"
+        # A tiny CPU run checks the code path; its numbers are no report, so it goes to the ignored runs/ tree.
+        default_out = (REPO / "runs" / "bench" / "gpu_tiny.json" if self.tiny
+                       else REPO / "reports" / "bench" / f"gpu_{slug(self.name)}.json")
         self.out = Path(args.out) if args.out else default_out
         self._yonos = self._stablesr = self._ldm = None
         if self.device.type == "cuda":

@@ -174,3 +174,14 @@ def test_gpu_sh_without_a_device_exits_nonzero_with_one_line(tmp_path):
                           env={**os.environ, "PATH": f"{tmp_path}:/usr/bin:/bin"})
     assert proc.returncode == 1 and proc.stdout == ""
     assert proc.stderr.startswith("bench/gpu.sh: no CUDA device") and proc.stderr.count("\n") == 1
+
+
+def test_ldm_sr_configs_match_the_released_checkpoint_sizes(gb):
+    """CompVis/ldm-super-resolution-4x-openimages ships fp32 weights of 455 MB (unet) and 221 MB (vqvae)
+    (BASELINES.md §2.2): the configs the GPU run builds must have those parameter counts."""
+    from diffusers import UNet2DModel, VQModel
+
+    with torch.device("meta"):
+        unet, vq = UNet2DModel(**gb.LDM_SR_UNET), VQModel(**gb.LDM_SR_VQVAE)
+    for model, mb in ((unet, 455), (vq, 221)):
+        assert sum(p.numel() for p in model.parameters()) * 4 / 1e6 == pytest.approx(mb, abs=0.6)
