@@ -188,7 +188,7 @@ def test_evaluate_set_embedded_reads_the_active_profile(repo_root, tmp_path, mon
 
 # --- slow: the documented way, from a fresh clone -------------------------------------------------
 def sh(cmd: list[str], cwd: Path, env: dict, check: bool = True) -> subprocess.CompletedProcess:
-    res = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
+    res = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=1800)
     if check and res.returncode != 0:
         raise AssertionError(f"{' '.join(cmd)} -> {res.returncode}\n{res.stdout[-3000:]}\n{res.stderr[-3000:]}")
     return res
