@@ -33,7 +33,8 @@ def test_file_and_folder(tiny_checkpoint, tmp_path):
     assert Image.open(tmp_path / "a_x4.png").size == (36, 28)
     assert main(["upscale", str(src), str(tmp_path / "out"), "--checkpoint", str(tiny_checkpoint), "--steps", "2"]) == 0
     sizes = {p.name: Image.open(p).size for p in (tmp_path / "out").iterdir()}
-    assert sizes == {"a.png": (36, 28), "b.png": (20, 24), "c.jpg": (32, 32)}
+    # folder mode writes lossless PNG unless --format names another: c.jpg -> c.png
+    assert sizes == {"a.png": (36, 28), "b.png": (20, 24), "c.png": (32, 32)}
 
 
 def bad_inputs(tmp_path):
@@ -82,3 +83,108 @@ def test_bad_file_inside_a_folder_stops_before_any_output(tiny_checkpoint, tmp_p
 def test_not_a_checkpoint(tmp_path):
     png(tmp_path / "a.png")
     assert main(["upscale", str(tmp_path / "a.png"), str(tmp_path / "o.png"), "--checkpoint", str(tmp_path)]) == 2
+
+
+def snapshot(folder):
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
+
+
+def one_line_exit_2(proc):
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2, proc.stderr
+    assert len(lines) == 1, proc.stderr
+    return lines[0]
+
+
+def test_output_may_never_be_an_input(tiny_checkpoint, tmp_path):
+    """Today `upscale d d` overwrote every input; now each form is refused before the model loads."""
+    d = tmp_path / "d"
+    d.mkdir()
+    png(d / "x.png")
+    png(d / "y.jpg", (6, 6))
+    (tmp_path / "link").symlink_to(d)
+    before = snapshot(d)
+    cases = [(d, d), (d, tmp_path / "link"), (d / "x.png", d / "x.png"), (d / "x.png", d),
+             (d / "x.png", tmp_path / "link" / "x.png")]
+    for src, dst in cases:
+        line = one_line_exit_2(run_cli("upscale", src, dst, "--checkpoint", tiny_checkpoint))
+        assert "input" in line or "exists" in line, line
+        assert snapshot(d) == before, (src, dst)
+
+
+def test_existing_output_needs_overwrite(tiny_checkpoint, tmp_path):
+    src = png(tmp_path / "a.png")
+    out = tmp_path / "out.png"
+    out.write_bytes(b"keep me")
+    args = ["upscale", str(src), str(out), "--checkpoint", str(tiny_checkpoint)]
+    assert main(args) == 2 and out.read_bytes() == b"keep me"
+    assert main([*args, "--overwrite"]) == 0 and Image.open(out).size == (36, 28)
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary file left
+
+
+def test_folder_mode_names_collisions_and_skipped_entries(tiny_checkpoint, tmp_path, capsys):
+    src = tmp_path / "in"
+    src.mkdir()
+    png(src / "a.png")
+    png(src / "a.jpg")
+    assert main(["upscale", str(src), str(tmp_path / "out"), "--checkpoint", str(tiny_checkpoint)]) == 2
+    assert "would both write" in capsys.readouterr().err
+    (src / "a.jpg").unlink()
+    (src / "sub").mkdir()
+    (src / "notes.txt").write_text("x")
+    (src / "dead.png").symlink_to(tmp_path / "gone.png")
+    assert main(["upscale", str(src), str(tmp_path / "out"), "--checkpoint", str(tiny_checkpoint),
+                 "--format", "webp"]) == 0
+    err = capsys.readouterr().err
+    assert all(f"skipped {src / n}" in err for n in ("sub", "notes.txt", "dead.png")), err
+    assert [p.name for p in (tmp_path / "out").iterdir()] == ["a.webp"]
+
+
+def test_every_bad_file_in_a_folder_is_named(tiny_checkpoint, tmp_path, capsys):
+    src = tmp_path / "in"
+    src.mkdir()
+    png(src / "a.png")
+    (src / "b.png").write_bytes(b"")
+    (src / "c.png").write_text("nope")
+    assert main(["upscale", str(src), str(tmp_path / "out"), "--checkpoint", str(tiny_checkpoint)]) == 2
+    err = capsys.readouterr().err
+    assert str(src / "b.png") in err and str(src / "c.png") in err
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("extra, needle", [(["--steps", "1001"], "--steps 1001"), (["--steps", "0"], "--steps 0"),
+                                           (["--scale", "2"], "x4 model"), (["--device", "cuda:7"], "--device")])
+def test_arguments_checked_before_work(tiny_checkpoint, tmp_path, extra, needle):
+    src = png(tmp_path / "a.png")
+    line = one_line_exit_2(run_cli("upscale", src, tmp_path / "o.png", "--checkpoint", tiny_checkpoint, *extra))
+    assert needle in line and not (tmp_path / "o.png").exists()
+
+
+def test_checkpoint_errors_name_the_given_folder(tmp_path):
+    src = png(tmp_path / "a.png")
+    for ck in (tmp_path / "missing", tmp_path):
+        line = one_line_exit_2(run_cli("upscale", src, tmp_path / "o.png", "--checkpoint", ck))
+        assert str(ck) in line and "student_x4_decoder" not in line
+
+
+def test_read_only_output_folder_fails_before_the_model_loads(tiny_checkpoint, tmp_path, monkeypatch, capsys):
+    import yonos.pipeline
+
+    src = png(tmp_path / "a.png")
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o500)
+    monkeypatch.setattr(yonos.pipeline.YonosPipeline, "from_pretrained",
+                        classmethod(lambda *a, **k: pytest.fail("model loaded before the output was checked")))
+    try:
+        if __import__("os").access(ro, __import__("os").W_OK):
+            pytest.skip("running as a user who can write anywhere (root): permissions are not enforced")
+        assert main(["upscale", str(src), str(ro / "o.png"), "--checkpoint", str(tiny_checkpoint)]) == 2
+        assert "not writable" in capsys.readouterr().err
+    finally:
+        ro.chmod(0o700)
+
+
+def test_version():
+    proc = run_cli("--version")
+    assert proc.returncode == 0 and proc.stdout.startswith("yonos ")

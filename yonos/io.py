@@ -1,9 +1,14 @@
-"""Image and file I/O: explicit mode conversion, atomic writes.
+"""Image and file I/O: exact, explicit conversion to float RGB, atomic writes.
 
-Conversion rules (documented in README "Image modes"): greyscale (L, I;16, I) is replicated to RGB;
-RGBA/LA/P are composited onto black after converting to RGBA (alpha is dropped, not blended with
-white, so transparent pixels do not brighten); 16-bit images are scaled to [0, 1] by 65535 before any
-8-bit step. Tensors are float32 RGB in [0, 1], CHW.
+Every image enters through `to_tensor` (files through `read_image`), so the CLI, the API and the
+evaluator convert alike. The rules (README "Using a model"):
+- the value range comes from the declared dtype or bit depth, never from the content: uint8 / 255,
+  uint16 and 16-bit PIL modes / 65535, bool as 0/1, floats must already be in [0, 1]; any other integer
+  dtype, 32-bit integer images (PIL mode I) and out-of-range floats are rejected with one line;
+- EXIF orientation is applied (a rotated photo stays upright);
+- greyscale is replicated to RGB; alpha (RGBA, LA, P with transparency) is composited onto black:
+  rgb * alpha, alpha dropped, the same for PIL images and numpy arrays.
+Tensors are float32 RGB in [0, 1], CHW.
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from yonos.errors import UserError
 
@@ -52,20 +57,82 @@ def write_text(path: str | os.PathLike, text: str) -> None:
         tmp.write_text(text)
 
 
-def pil_to_array(img: Image.Image) -> np.ndarray:
-    """Any PIL mode -> float32 HxWx3 in [0, 1], by the rules in the module docstring."""
-    if img.mode in ("I;16", "I;16B", "I;16L", "I"):
-        arr = np.asarray(img, dtype=np.float64)
-        arr = arr / (65535.0 if arr.max() > 255 or img.mode.startswith("I;16") else 255.0)
-        arr = np.repeat(arr[..., None], 3, axis=2)
-    elif img.mode == "F":
-        arr = np.repeat(np.asarray(img, dtype=np.float64)[..., None], 3, axis=2)
-    elif img.mode in ("RGBA", "LA", "P", "PA"):
-        rgba = np.asarray(img.convert("RGBA"), dtype=np.float64) / 255.0
-        arr = rgba[..., :3] * rgba[..., 3:4]
+def _reject(what: str, fix: str):
+    raise UserError(f"{what}; {fix}")
+
+
+def pil_to_array(img: Image.Image, name: str = "image") -> np.ndarray:
+    """Any PIL image -> float32 HxWx3 in [0, 1] by the module's rules (EXIF orientation applied)."""
+    img = ImageOps.exif_transpose(img)
+    if img.mode.startswith("I;16"):
+        return array_to_float(np.asarray(img).astype(np.uint16), name)
+    if img.mode == "I":
+        _reject(f"{name}: 32-bit integer image (PIL mode I) has no declared white level",
+                "save it as an 8- or 16-bit image")
+    if img.mode == "F":
+        return array_to_float(np.asarray(img, dtype=np.float32), name)
+    if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
+        return array_to_float(np.asarray(img.convert("RGBA")), name)
+    return array_to_float(np.asarray(img.convert("RGB")), name)
+
+
+def array_to_float(arr: np.ndarray, name: str = "array") -> np.ndarray:
+    """HxW, HxWx1, HxWx3 or HxWx4 array -> float32 HxWx3 in [0, 1], scaled by its dtype."""
+    if arr.ndim == 3 and arr.shape[2] in (1, 3, 4):
+        pass
+    elif arr.ndim == 2:
+        arr = arr[..., None]
     else:
-        arr = np.asarray(img.convert("RGB"), dtype=np.float64) / 255.0
-    return np.clip(arr, 0.0, 1.0).astype(np.float32)
+        _reject(f"{name}: shape {arr.shape} is not HxW, HxWx1, HxWx3 or HxWx4", "pass one image, channels last")
+    if arr.dtype == np.uint8:
+        x = arr.astype(np.float64) / 255.0
+    elif arr.dtype == np.uint16:
+        x = arr.astype(np.float64) / 65535.0
+    elif arr.dtype == np.bool_:
+        x = arr.astype(np.float64)
+    elif np.issubdtype(arr.dtype, np.floating):
+        x = arr.astype(np.float64)
+        if not np.isfinite(x).all() or x.min() < 0.0 or x.max() > 1.0:
+            _reject(f"{name}: {arr.dtype} values span [{np.nanmin(x):g}, {np.nanmax(x):g}], expected [0, 1]",
+                    "divide 8-bit values by 255 (16-bit by 65535) or pass a uint8/uint16 array")
+    else:
+        _reject(f"{name}: dtype {arr.dtype} has no declared white level",
+                "pass uint8, uint16, bool or float in [0, 1]")
+    if x.shape[2] == 4:  # composited onto black, exactly as PIL RGBA input
+        x = x[..., :3] * x[..., 3:4]
+    elif x.shape[2] == 1:
+        x = np.repeat(x, 3, axis=2)
+    return x.astype(np.float32)
+
+
+def to_tensor(image, name: str | None = None):
+    """One image -> float32 3xHxW tensor in [0, 1]: a path, PIL image, numpy array (HxW[xC]) or tensor
+    (CxHxW with C in 1, 3, 4; uint8 / 255, floats in [0, 1]). Anything else is a one-line UserError."""
+    import torch
+
+    if isinstance(image, (str, os.PathLike)):
+        return read_image(image)
+    if isinstance(image, Image.Image):
+        arr = pil_to_array(image, name or "PIL image")
+    elif isinstance(image, np.ndarray):
+        arr = array_to_float(image, name or "numpy array")
+    elif torch.is_tensor(image):
+        t = image.detach().cpu()
+        if t.ndim != 3 or t.shape[0] not in (1, 3, 4):
+            _reject(f"{name or 'tensor'}: shape {tuple(t.shape)} is not CxHxW with C in 1, 3, 4",
+                    "pass one image, channels first")
+        if t.dtype == torch.bool:
+            t = t.to(torch.uint8) * 255
+        if t.dtype.is_floating_point:
+            t = t.to(torch.float64)
+        elif t.dtype != torch.uint8:
+            _reject(f"{name or 'tensor'}: dtype {t.dtype} has no declared white level",
+                    "pass uint8 or float in [0, 1]")
+        arr = array_to_float(t.permute(1, 2, 0).numpy(), name or "tensor")
+    else:
+        _reject(f"{name or 'input'}: {type(image).__name__} is not an image",
+                "pass a file path, PIL image, numpy array or torch tensor")
+    return torch.from_numpy(np.ascontiguousarray(arr)).permute(2, 0, 1).contiguous()
 
 
 def read_image(path: str | os.PathLike):
@@ -82,7 +149,7 @@ def read_image(path: str | os.PathLike):
     try:
         with Image.open(path) as img:
             img.load()
-            arr = pil_to_array(img)
+            arr = pil_to_array(img, str(path))
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise UserError(f"{path}: not a readable image ({reason}); replace or remove the file") from None

@@ -15,6 +15,7 @@ import json
 import math
 import shutil
 from collections.abc import Sequence
+from os import PathLike
 from pathlib import Path
 
 import numpy as np
@@ -25,14 +26,39 @@ from PIL import Image
 from safetensors.torch import load_file, save_file
 
 from yonos.errors import UserError
-from yonos.io import pil_to_array, to_uint8, write_json
+from yonos.io import to_tensor, to_uint8, write_json
 from yonos.models import LatentCodec, build_autoencoder, build_unet, null_text_embedding, unet_multiple, vae_factor
 from yonos.resize import bicubic_up
 from yonos.sampler import make_scheduler, per_image_generators, sample
+from yonos.tiling import Tiling, needs_tiling, tiled_upscale_batch
 
 FORMAT = 1
 CONFIG_NAME = "yonos_config.json"
 NULL_NAME = "null_text_embedding.safetensors"
+
+
+def checkpoint_info(path: str | Path) -> dict:
+    """Check a checkpoint folder without loading weights; return its config plus the scheduler's
+    `num_train_timesteps` (the most DDIM steps it can take). One-line UserError naming the folder."""
+    path = Path(path)
+    if not path.is_dir():
+        raise UserError(f"{path}: no such checkpoint folder; pass a folder written by a training stage, "
+                        f"e.g. runs/embedded/finetune_decoder/checkpoint")
+    cfg_file = path / CONFIG_NAME
+    if not cfg_file.is_file():
+        raise UserError(f"{path}: not a YONOS checkpoint ({CONFIG_NAME} missing); pass a folder written by a "
+                        f"training stage, e.g. runs/embedded/finetune_decoder/checkpoint")
+    try:
+        cfg = json.loads(cfg_file.read_text())
+        sched = json.loads((path / "scheduler" / "scheduler_config.json").read_text())
+    except (OSError, ValueError) as exc:
+        raise UserError(f"{path}: unreadable checkpoint ({type(exc).__name__}); re-export it") from None
+    if cfg.get("format") != FORMAT:
+        raise UserError(f"{cfg_file}: checkpoint format {cfg.get('format')} is not {FORMAT}; re-export it")
+    missing = [d for d in ("unet", "vae") if not (path / d).is_dir()]
+    if missing or not (path / NULL_NAME).is_file():
+        raise UserError(f"{path}: incomplete checkpoint (missing {', '.join(missing) or NULL_NAME}); re-export it")
+    return {**cfg, "num_train_timesteps": int(sched.get("num_train_timesteps", 1000))}
 
 
 class YonosPipeline:
@@ -57,13 +83,7 @@ class YonosPipeline:
     def from_pretrained(cls, path: str | Path, *, device: str | torch.device = "cpu",
                         dtype: torch.dtype = torch.float32) -> YonosPipeline:
         path = Path(path)
-        cfg_file = path / CONFIG_NAME
-        if not cfg_file.is_file():
-            raise UserError(f"{path}: not a YONOS checkpoint ({CONFIG_NAME} missing); "
-                            f"pass a folder written by a training stage, e.g. runs/embedded/student_x4_decoder")
-        cfg = json.loads(cfg_file.read_text())
-        if cfg.get("format") != FORMAT:
-            raise UserError(f"{cfg_file}: checkpoint format {cfg.get('format')} is not {FORMAT}; re-export it")
+        cfg = checkpoint_info(path)
         unet = UNet2DConditionModel.from_pretrained(path / "unet", torch_dtype=dtype, use_safetensors=True)
         vae = AutoencoderKL.from_pretrained(path / "vae", torch_dtype=dtype, use_safetensors=True)
         scheduler = DDIMScheduler.from_pretrained(path / "scheduler")
@@ -122,10 +142,23 @@ class YonosPipeline:
     @torch.no_grad()
     def upscale_batch(self, lr: torch.Tensor, *, steps: int = 1,
                       generator: Sequence[torch.Generator] | None = None,
-                      return_latents: bool = False):
-        """NCHW float [0, 1] LR -> NCHW float [0, 1] SR of exactly scale x the size (pad, then crop)."""
+                      return_latents: bool = False, tiling: Tiling | str | None = "auto"):
+        """NCHW float [0, 1] LR -> NCHW float [0, 1] SR of exactly scale x the size (pad, then crop).
+
+        tiling: "auto" (default) runs in tiles (`yonos.tiling`, Gaussian-blended latent tiles plus VAE
+        tiling, memory bounded by the tile) when the output latent exceeds one U-Net tile on a side
+        (128 latent pixels: a 512 px output with the embedded f=4 autoencoder); a `Tiling` always tiles
+        with those knobs; None never tiles."""
         if lr.ndim != 4 or lr.shape[1] != 3:
             raise ValueError(f"expected N x 3 x H x W, got {tuple(lr.shape)}")
+        if not 1 <= steps <= self.scheduler.config.num_train_timesteps:
+            raise UserError(f"steps={steps}: must be between 1 and {self.scheduler.config.num_train_timesteps}")
+        if tiling == "auto":
+            tiling = Tiling() if needs_tiling(self, tuple(lr.shape[-2:])) else None
+        if tiling is not None:
+            return tiled_upscale_batch(self, lr, steps=steps, generator=generator,
+                                       tiling=tiling.validate(unet_multiple(self.unet)),
+                                       return_latents=return_latents)
         h, w = lr.shape[-2:]
         m = self.lr_multiple
         ph, pw = (-h) % m, (-w) % m
@@ -136,18 +169,12 @@ class YonosPipeline:
         return (sr, z0) if return_latents else sr
 
     def upscale(self, image, *, steps: int = 1, seed: int = 0):
-        """One image (PIL, HxWxC uint8/uint16/float array, or 3xHxW tensor) -> same kind, scale x larger."""
-        if isinstance(image, Image.Image):
-            x = torch.from_numpy(pil_to_array(image)).permute(2, 0, 1)
-        elif isinstance(image, np.ndarray):
-            arr = image.astype(np.float32) / (65535.0 if image.dtype == np.uint16 else
-                                               255.0 if image.dtype == np.uint8 else 1.0)
-            arr = np.repeat(arr[..., None], 3, 2) if arr.ndim == 2 else arr[..., :3]
-            x = torch.from_numpy(np.ascontiguousarray(arr)).permute(2, 0, 1)
-        else:
-            x = image
+        """One image -> scale x larger. A path or PIL image gives a PIL image; a numpy array gives an
+        HxWx3 uint8 array; a 3xHxW tensor gives a float tensor in [0, 1]. Input rules: `yonos.io.to_tensor`
+        (range from the dtype or bit depth, EXIF orientation, alpha onto black); others are refused."""
+        x = to_tensor(image)
         sr = self.upscale_batch(x[None], steps=steps, generator=per_image_generators([seed]))[0].cpu()
-        if isinstance(image, Image.Image):
+        if isinstance(image, (Image.Image, str, PathLike)):
             return Image.fromarray(to_uint8(sr))
         if isinstance(image, np.ndarray):
             return to_uint8(sr)
