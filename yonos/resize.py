@@ -15,6 +15,7 @@ def imresize(x: torch.Tensor, scale: float | None = None, size: tuple[int, int] 
     """MATLAB `imresize(x, scale)` / `imresize(x, [h, w])`, bicubic, antialiased. x: (N)CHW float."""
     if (scale is None) == (size is None):
         raise ValueError("give exactly one of scale or size")
+    x = x.contiguous()  # pyiqa's port reshapes with .view: a channels-last tensor (Real-ESRGAN's LR) would fail
     if size is not None:
         return _pyiqa_imresize(x, sizes=tuple(int(s) for s in size))
     return _pyiqa_imresize(x, scale=float(scale))
