@@ -85,3 +85,62 @@ def test_pipeline_upscale_accepts_paths_and_keeps_dark_dark(tiny_pipeline, tmp_p
     assert np.array_equal(tiny_pipeline.upscale(dark_u8(8, 8).astype(np.float64) / 255), ref)
     with pytest.raises(UserError, match="int64"):
         tiny_pipeline.upscale(dark_u8(8, 8).astype(np.int64))
+
+
+def test_big_endian_and_bool_arrays_use_their_declared_range():
+    """A big-endian uint16 array (as FITS or raw readers give) is 16-bit, not an unknown dtype."""
+    be = (dark_u8().astype(np.uint16) * 257).astype(">u2")
+    assert torch.allclose(to_tensor(be), torch.full((3, 6, 5), DARK / 255), atol=1e-6)
+    mask = np.zeros((4, 4), dtype=bool)
+    mask[1, 2] = True
+    x = to_tensor(mask)
+    assert float(x[:, 1, 2].min()) == 1.0 and float(x.sum()) == 3.0
+
+
+def test_torch_uint16_is_divided_by_65535():
+    t = torch.from_numpy(dark_u8().astype(np.int32) * 257).permute(2, 0, 1).to(torch.uint16)
+    assert torch.allclose(to_tensor(t), torch.full((3, 6, 5), DARK / 255), atol=1e-6)
+
+
+def test_float_tiff_outside_unit_range_is_refused(tmp_path):
+    Image.fromarray(np.full((4, 5), 200.0, dtype=np.float32), "F").save(tmp_path / "f.tif")
+    with pytest.raises(UserError, match=r"float32 values span \[200, 200\]") as exc:
+        read_image(tmp_path / "f.tif")
+    assert str(tmp_path / "f.tif") in str(exc.value)
+
+
+def rotated_photo(path):
+    """A photo stored lying on its side with EXIF orientation 6: viewers turn it 90 degrees clockwise."""
+    upright = np.zeros((10, 4, 3), dtype=np.uint8)  # 4 wide, 10 high, the top rows white
+    upright[:3] = 255
+    stored = np.rot90(upright, k=1)  # rotated counter-clockwise for storage: 10 wide, 4 high
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.fromarray(np.ascontiguousarray(stored)).save(path, exif=exif, quality=95)
+    return upright
+
+
+def test_exif_orientation_gives_the_upright_pixels(tmp_path):
+    upright = rotated_photo(tmp_path / "r.jpg")
+    x = read_image(tmp_path / "r.jpg")
+    assert x.shape == (3, 10, 4)
+    assert np.abs(x.permute(1, 2, 0).numpy() - upright / 255).mean() < 0.02  # JPEG error only
+
+
+def test_pipeline_applies_exif_orientation_to_pil_input(tiny_pipeline, tmp_path):
+    rotated_photo(tmp_path / "r.jpg")
+    with Image.open(tmp_path / "r.jpg") as img:
+        assert img.size == (10, 4)
+        assert tiny_pipeline.upscale(img).size == (16, 40)  # upright: 4 wide, 10 high, x4
+
+
+def test_no_clobber_write_keeps_a_file_that_appeared(tmp_path):
+    from yonos.io import save_image
+
+    out = tmp_path / "o.png"
+    out.write_bytes(b"someone else's file")
+    with pytest.raises(UserError, match="exists"):
+        save_image(torch.zeros(3, 4, 4), out, overwrite=False)
+    assert out.read_bytes() == b"someone else's file" and sorted(tmp_path.iterdir()) == [out]
+    save_image(torch.zeros(3, 4, 4), tmp_path / "new.png", overwrite=False)
+    assert Image.open(tmp_path / "new.png").size == (4, 4) and len(list(tmp_path.iterdir())) == 2

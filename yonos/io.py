@@ -31,8 +31,11 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
 
 @contextlib.contextmanager
-def atomic_path(path: str | os.PathLike):
-    """Yield a temporary path next to `path`; rename it onto `path` only if the block succeeds."""
+def atomic_path(path: str | os.PathLike, *, overwrite: bool = True):
+    """Yield a temporary path next to `path`; rename it onto `path` only if the block succeeds.
+
+    overwrite=False never replaces an existing `path`, even one created while the block ran: the
+    temporary file is hard-linked into place (fails if the name exists), then its own name removed."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp" + path.suffix, dir=path.parent)
@@ -40,7 +43,20 @@ def atomic_path(path: str | os.PathLike):
     os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; the result should look like any other file
     try:
         yield Path(tmp)
-        os.replace(tmp, path)
+        exists = UserError(f"{path}: exists; pass --overwrite to replace it, or choose another output")
+        if overwrite:
+            os.replace(tmp, path)
+        else:
+            try:
+                os.link(tmp, path)
+            except FileExistsError:
+                raise exists from None
+            except OSError:  # no hard links on this filesystem: check, then rename (not race-free)
+                if os.path.lexists(path):
+                    raise exists from None
+                os.replace(tmp, path)
+            else:
+                os.unlink(tmp)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
@@ -64,8 +80,8 @@ def _reject(what: str, fix: str):
 def pil_to_array(img: Image.Image, name: str = "image") -> np.ndarray:
     """Any PIL image -> float32 HxWx3 in [0, 1] by the module's rules (EXIF orientation applied)."""
     img = ImageOps.exif_transpose(img)
-    if img.mode.startswith("I;16"):
-        return array_to_float(np.asarray(img).astype(np.uint16), name)
+    if img.mode.startswith("I;16"):  # I;16, I;16B, I;16L unsigned; a signed I;16S is refused by its dtype
+        return array_to_float(np.asarray(img), name)
     if img.mode == "I":
         _reject(f"{name}: 32-bit integer image (PIL mode I) has no declared white level",
                 "save it as an 8- or 16-bit image")
@@ -84,13 +100,16 @@ def array_to_float(arr: np.ndarray, name: str = "array") -> np.ndarray:
         arr = arr[..., None]
     else:
         _reject(f"{name}: shape {arr.shape} is not HxW, HxWx1, HxWx3 or HxWx4", "pass one image, channels last")
-    if arr.dtype == np.uint8:
+    # By kind and size, not `== np.uint16`: a big-endian array (">u2", as 16-bit PIL modes give) is
+    # still 16-bit unsigned.
+    kind, size = arr.dtype.kind, arr.dtype.itemsize
+    if kind == "u" and size == 1:
         x = arr.astype(np.float64) / 255.0
-    elif arr.dtype == np.uint16:
+    elif kind == "u" and size == 2:
         x = arr.astype(np.float64) / 65535.0
-    elif arr.dtype == np.bool_:
+    elif kind == "b":
         x = arr.astype(np.float64)
-    elif np.issubdtype(arr.dtype, np.floating):
+    elif kind == "f":
         x = arr.astype(np.float64)
         if not np.isfinite(x).all() or x.min() < 0.0 or x.max() > 1.0:
             _reject(f"{name}: {arr.dtype} values span [{np.nanmin(x):g}, {np.nanmax(x):g}], expected [0, 1]",
@@ -125,9 +144,11 @@ def to_tensor(image, name: str | None = None):
             t = t.to(torch.uint8) * 255
         if t.dtype.is_floating_point:
             t = t.to(torch.float64)
+        elif t.dtype == torch.uint16:  # numpy's uint16, then the array rule (/ 65535)
+            t = torch.from_numpy(t.to(torch.int32).numpy().astype(np.uint16))
         elif t.dtype != torch.uint8:
             _reject(f"{name or 'tensor'}: dtype {t.dtype} has no declared white level",
-                    "pass uint8 or float in [0, 1]")
+                    "pass uint8, uint16 or float in [0, 1]")
         arr = array_to_float(t.permute(1, 2, 0).numpy(), name or "tensor")
     else:
         _reject(f"{name or 'input'}: {type(image).__name__} is not an image",
@@ -162,13 +183,13 @@ def to_uint8(img) -> np.ndarray:
     return arr.permute(1, 2, 0).cpu().numpy()
 
 
-def save_image(img, path: str | os.PathLike) -> None:
-    """Write a 3xHxW float tensor in [0, 1] as an 8-bit RGB image, atomically."""
+def save_image(img, path: str | os.PathLike, *, overwrite: bool = True) -> None:
+    """Write a 3xHxW float tensor in [0, 1] as an 8-bit RGB image, atomically (see atomic_path)."""
     path = Path(path)
     fmt = Image.registered_extensions().get(path.suffix.lower())
     if fmt is None:
         raise UserError(f"{path}: unknown image suffix; use one of {', '.join(IMAGE_SUFFIXES)}")
-    with atomic_path(path) as tmp:
+    with atomic_path(path, overwrite=overwrite) as tmp:
         Image.fromarray(to_uint8(img)).save(tmp, format=fmt)
 
 
