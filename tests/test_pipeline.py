@@ -61,3 +61,38 @@ def test_upscale_numpy_16bit(tiny_pipeline):
 def test_from_pretrained_names_the_folder(tmp_path):
     with pytest.raises(UserError, match="not a YONOS checkpoint"):
         YonosPipeline.from_pretrained(tmp_path)
+
+
+def test_check_size_refuses_a_huge_input_before_allocating(tiny_checkpoint, monkeypatch):
+    """A 1920x1080 input needed ~35-40 GB untiled; the guard stops it with one line before any tensor exists."""
+    from yonos.pipeline import MemorySpec, checkpoint_info, estimate_peak_bytes
+
+    pipe = YonosPipeline.from_pretrained(tiny_checkpoint)
+    spec = checkpoint_info(tiny_checkpoint)["memory"]  # read from JSON, no weights
+    assert spec == pipe.memory_spec == MemorySpec(scale=4, vae_factor=2, vae_width=32)
+    pipe.max_memory = 2**30
+    with pytest.raises(UserError, match=r"input 40000x30000: an untiled x4 upscale needs about .* 1\.0 GiB limit"):
+        pipe.check_size(30000, 40000, tiling=None)
+    with pytest.raises(UserError, match="tiled x4 upscale"):
+        pipe.check_size(30000, 40000)  # "auto" tiles, and even the tiled buffers exceed 1 GiB
+    assert pipe.check_size(16, 16) < 2**30
+
+    def no_work(*a, **k):
+        raise AssertionError("allocated before the size was checked")
+
+    monkeypatch.setattr(pipe.codec, "encode", no_work)
+    monkeypatch.setattr(torch.nn.functional, "pad", no_work)
+    huge = torch.empty(1, 3, 30000, 40000, device="meta")  # a shape only: nothing is allocated
+    with pytest.raises(UserError, match="untiled"):
+        pipe.upscale_batch(huge, tiling=None)
+    # The documented scale: the embedded x4 model on a 1920x1080 input, untiled, is ~34 GB.
+    embedded = MemorySpec(scale=4, vae_factor=4, vae_width=64)
+    assert 30e9 < estimate_peak_bytes(embedded, 1080, 1920) < 40e9
+
+
+def test_would_tile_matches_the_pipeline_rule(tiny_pipeline):
+    from yonos.pipeline import would_tile
+    from yonos.tiling import needs_tiling
+
+    for hw in [(8, 8), (64, 64), (65, 10), (10, 300), (200, 200)]:
+        assert would_tile(tiny_pipeline.memory_spec, *hw) == needs_tiling(tiny_pipeline, hw), hw

@@ -1,6 +1,6 @@
 """YonosPipeline: LR image -> SR image in `steps` DDIM steps (one by default).
 
-    pipe = YonosPipeline.from_pretrained("runs/embedded/student_x4_decoder")
+    pipe = YonosPipeline.from_pretrained("runs/embedded/finetune_decoder/checkpoint")
     sr = pipe.upscale(Image.open("lr.png"))              # PIL in, PIL out, exactly 4x the size
 
 Checkpoint layout (diffusers-style, safetensors + JSON only; nothing is pickled):
@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import shutil
 from collections.abc import Sequence
+from dataclasses import dataclass
 from os import PathLike
 from pathlib import Path
 
@@ -58,7 +60,88 @@ def checkpoint_info(path: str | Path) -> dict:
     missing = [d for d in ("unet", "vae") if not (path / d).is_dir()]
     if missing or not (path / NULL_NAME).is_file():
         raise UserError(f"{path}: incomplete checkpoint (missing {', '.join(missing) or NULL_NAME}); re-export it")
-    return {**cfg, "num_train_timesteps": int(sched.get("num_train_timesteps", 1000))}
+    try:
+        vae_cfg = json.loads((path / "vae" / "config.json").read_text())
+    except (OSError, ValueError) as exc:
+        raise UserError(f"{path}: unreadable vae/config.json ({type(exc).__name__}); re-export it") from None
+    return {**cfg, "num_train_timesteps": int(sched.get("num_train_timesteps", 1000)),
+            "memory": MemorySpec.from_vae_config(vae_cfg, cfg["scale"])}
+
+
+# --- memory guard ------------------------------------------------------------------------------
+# An untiled upscale's peak memory is set by the autoencoder at full output resolution, where every
+# activation has `vae_width` channels: the widest of block_out_channels[:2] (the decoder's last
+# upsampler brings block 1's width up to full resolution; the encoder's first block is block 0). The
+# U-Net runs on f^2 times fewer pixels and stayed below the VAE in every measurement. So
+#     peak ~= UNTILED_FLOATS * bytes_per_element * batch * H_out * W_out * vae_width.
+# Calibrated on CPU (float32, one image, peak RSS above the loaded model; MALLOC_MMAP_THRESHOLD_ fixed so
+# freed blocks go back to the OS): the smoke autoencoder ([16, 32], width 32) at 128 and 256 px inputs,
+# 3.6 floats per output pixel and channel; the embedded one ([32, 64, 64], width 64) gave the same 3.6
+# at 64 and 128 px. Rounded up for margin. A 1920x1080 input to the embedded x4 model: ~34 GB untiled.
+UNTILED_FLOATS = 4.0
+# Tiled (`yonos.tiling`): one tile's untiled peak plus buffers that grow with the whole image (z_t, z_l,
+# the blend sums, up(x_l), the decoded tiles and the output). Calibrated the same way on the tiled path.
+TILED_BYTES_PER_PIXEL = 64.0
+
+
+@dataclass(frozen=True)
+class MemorySpec:
+    """What the memory estimate needs from a checkpoint; readable from its JSON without loading weights."""
+
+    scale: int
+    vae_factor: int   # f: output pixels per latent pixel, per side
+    vae_width: int    # channels of the widest activation at full output resolution
+
+    @classmethod
+    def from_vae_config(cls, vae_config: dict, scale: int) -> MemorySpec:
+        widths = list(vae_config["block_out_channels"])
+        return cls(int(scale), 2 ** (len(widths) - 1), max(widths[:2]))
+
+
+def estimate_peak_bytes(spec: MemorySpec, h: int, w: int, *, batch: int = 1, tiling: Tiling | None = None,
+                        bytes_per_element: int = 4) -> int:
+    """Estimated peak memory (bytes) of upscaling `batch` LR images of h x w, by the formula above."""
+    def untiled(out_h: int, out_w: int) -> float:
+        return UNTILED_FLOATS * bytes_per_element * batch * out_h * out_w * spec.vae_width
+
+    out_h, out_w = h * spec.scale, w * spec.scale
+    if tiling is None:
+        return int(untiled(out_h, out_w))
+    side = max(tiling.tile, tiling.vae_tile) * spec.vae_factor  # the largest network input, image pixels
+    return int(untiled(min(out_h, side), min(out_w, side)) + TILED_BYTES_PER_PIXEL * batch * out_h * out_w)
+
+
+def device_memory_bytes(device: str | torch.device = "cpu") -> int | None:
+    """Total memory of `device` (GPU memory for CUDA, physical RAM otherwise); None if unknown."""
+    device = torch.device(device)
+    if device.type == "cuda" and torch.cuda.is_available():
+        return int(torch.cuda.get_device_properties(device).total_memory)
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+    except (AttributeError, ValueError, OSError):  # not POSIX
+        return None
+
+
+def would_tile(spec: MemorySpec, h: int, w: int, tiling: Tiling = Tiling()) -> bool:
+    """yonos.tiling.needs_tiling's rule from a MemorySpec (the CLI decides before loading the model)."""
+    return any(math.ceil(s * spec.scale / spec.vae_factor) > tiling.tile for s in (h, w))
+
+
+def check_size(spec: MemorySpec, h: int, w: int, *, batch: int = 1, tiling: Tiling | None = None,
+               max_bytes: int | None = None, device: str | torch.device = "cpu", bytes_per_element: int = 4,
+               name: str = "input") -> int:
+    """Refuse (one-line UserError) an upscale whose estimated peak exceeds `max_bytes` (default: the
+    device's memory), before anything is allocated. Returns the estimate in bytes."""
+    need = estimate_peak_bytes(spec, h, w, batch=batch, tiling=tiling, bytes_per_element=bytes_per_element)
+    limit = max_bytes if max_bytes is not None else device_memory_bytes(device)
+    if limit is not None and need > limit:
+        how = "a tiled" if tiling is not None else "an untiled"
+        fix = ("use a smaller input or smaller tiles" if tiling is not None else
+               "let it tile (tiling='auto', yonos/tiling.py) or use a smaller input")
+        raise UserError(f"{name} {w}x{h}: {how} x{spec.scale} upscale needs about {need / 2**30:.1f} GiB "
+                        f"(estimate), over the {limit / 2**30:.1f} GiB limit (--max-memory; default: the "
+                        f"device's memory); {fix}")
+    return need
 
 
 class YonosPipeline:
@@ -68,6 +151,7 @@ class YonosPipeline:
         self.codec = LatentCodec(vae)
         self.null_emb = null_emb
         self.scale = int(scale)
+        self.max_memory: int | None = None  # bytes an upscale may need (check_size); None: the device's memory
 
     @classmethod
     def from_params(cls, cfg: dict, scale: int, *, seed: int = 0, vae: AutoencoderKL | None = None) -> YonosPipeline:
@@ -125,6 +209,19 @@ class YonosPipeline:
         m = vae_factor(self.vae) * unet_multiple(self.unet)
         return m // math.gcd(m, self.scale)
 
+    @property
+    def memory_spec(self) -> MemorySpec:
+        return MemorySpec.from_vae_config(dict(self.vae.config), self.scale)
+
+    def check_size(self, h: int, w: int, *, batch: int = 1, tiling: Tiling | str | None = "auto") -> int:
+        """Refuse, with one line and before allocating, an h x w LR input whose estimated peak memory
+        (`estimate_peak_bytes`) exceeds `self.max_memory` (default: the device's memory). "auto" decides
+        tiling as upscale_batch does. Returns the estimate in bytes."""
+        if tiling == "auto":
+            tiling = Tiling() if needs_tiling(self, (h, w)) else None
+        return check_size(self.memory_spec, h, w, batch=batch, tiling=tiling, max_bytes=self.max_memory,
+                          device=self.device, bytes_per_element=torch.finfo(self.unet.dtype).bits // 8)
+
     @torch.no_grad()
     def encode_condition(self, lr: torch.Tensor) -> torch.Tensor:
         """z_l = E(up(x_l)): bicubic to the HR grid, then the encoder's posterior mode."""
@@ -155,6 +252,7 @@ class YonosPipeline:
             raise UserError(f"steps={steps}: must be between 1 and {self.scheduler.config.num_train_timesteps}")
         if tiling == "auto":
             tiling = Tiling() if needs_tiling(self, tuple(lr.shape[-2:])) else None
+        self.check_size(*lr.shape[-2:], batch=lr.shape[0], tiling=tiling)  # before anything is allocated
         if tiling is not None:
             return tiled_upscale_batch(self, lr, steps=steps, generator=generator,
                                        tiling=tiling.validate(unet_multiple(self.unet)),
