@@ -10,7 +10,10 @@ from typing import ClassVar
 
 import torch
 
+from yonos.errors import UserError
+from yonos.models import vae_factor
 from yonos.pipeline import YonosPipeline
+from yonos.tiling import Tiling
 
 
 class Yonos:
@@ -25,7 +28,8 @@ class Yonos:
 
     def upscale(self, lr, *, scale: int, steps: int = 1, generator=None, return_latents: bool = False):
         if scale != self.pipe.scale:
-            raise ValueError(f"{self.checkpoint} is a x{self.pipe.scale} model, asked for x{scale}")
+            raise UserError(f"{self.checkpoint}: a x{self.pipe.scale} model, asked for x{scale}; "
+                            f"use a x{scale} checkpoint or --scale {self.pipe.scale}")
         return self.pipe.upscale_batch(lr, steps=steps, generator=generator, return_latents=return_latents)
 
     @torch.no_grad()
@@ -42,4 +46,7 @@ class Yonos:
         cfg = self.pipe.scheduler.config
         return {"checkpoint": self.checkpoint, "sampler": "DDIM eta=0, trailing spacing",
                 "prediction_type": cfg.prediction_type, "encode": "posterior mode",
-                "dtype": str(self.pipe.unet.dtype), "tiling": "none", "colour_fix": "none"}
+                "dtype": str(self.pipe.unet.dtype), "colour_fix": "none",
+                # upscale_batch's default: untiled up to one U-Net tile of output latent, tiled above it
+                "tiling": {"when": "output latent larger than one U-Net tile",
+                           **Tiling().describe(vae_factor(self.pipe.vae))}}

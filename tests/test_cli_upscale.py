@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -188,3 +189,65 @@ def test_read_only_output_folder_fails_before_the_model_loads(tiny_checkpoint, t
 def test_version():
     proc = run_cli("--version")
     assert proc.returncode == 0 and proc.stdout.startswith("yonos ")
+
+
+def no_model_load(monkeypatch):
+    import yonos.pipeline
+
+    monkeypatch.setattr(yonos.pipeline.YonosPipeline, "from_pretrained",
+                        classmethod(lambda *a, **k: pytest.fail("model loaded before the check")))
+
+
+def test_read_only_output_is_found_before_the_model_loads_even_as_root(tiny_checkpoint, tmp_path, monkeypatch,
+                                                                      capsys):
+    """root may write anywhere, so the read-only folder is simulated where the check asks the OS."""
+    import os
+
+    import yonos.commands.upscale as up
+
+    src = png(tmp_path / "a.png")
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    real_access = os.access
+    monkeypatch.setattr(up.os, "access", lambda p, mode, **k: False if Path(p) == ro else real_access(p, mode, **k))
+    no_model_load(monkeypatch)
+    assert main(["upscale", str(src), str(ro / "sub" / "o.png"), "--checkpoint", str(tiny_checkpoint)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"{ro}: output folder is not writable" in err[0]
+
+
+def test_memory_guard_stops_before_the_model_loads(tiny_checkpoint, tmp_path, monkeypatch, capsys):
+    src = png(tmp_path / "a.png", (64, 48))
+    no_model_load(monkeypatch)
+    args = ["upscale", str(src), str(tmp_path / "o.png"), "--checkpoint", str(tiny_checkpoint)]
+    assert main([*args, "--max-memory", "0.001"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "0.0 GiB limit (--max-memory" in err[0] and str(src) in err[0], err
+    assert main([*args, "--max-memory", "0"]) == 2 and "positive" in capsys.readouterr().err
+    assert not (tmp_path / "o.png").exists()
+
+
+def test_help_documents_the_memory_limit():
+    proc = run_cli("upscale", "--help")
+    assert proc.returncode == 0 and "--max-memory" in proc.stdout and "tiled automatically" in proc.stdout
+
+
+def test_a_file_into_a_folder_is_lossless_png(tiny_checkpoint, tmp_path, capsys):
+    src = png(tmp_path / "photo.jpg")
+    (tmp_path / "out").mkdir()
+    assert main(["upscale", str(src), str(tmp_path / "out"), "--checkpoint", str(tiny_checkpoint)]) == 0
+    assert [p.name for p in (tmp_path / "out").iterdir()] == ["photo.png"]
+    # --format must agree with a named output file
+    assert main(["upscale", str(src), str(tmp_path / "o.png"), "--checkpoint", str(tiny_checkpoint),
+                 "--format", "jpg"]) == 2
+    assert "--format jpg" in capsys.readouterr().err and not (tmp_path / "o.png").exists()
+
+
+def test_hidden_leftovers_are_named_not_upscaled(tiny_checkpoint, tmp_path, capsys):
+    src = tmp_path / "in"
+    src.mkdir()
+    png(src / "a.png")
+    png(src / ".a.png.x1y2.tmp.png")  # what an interrupted atomic write leaves behind
+    assert main(["upscale", str(src), str(tmp_path / "out"), "--checkpoint", str(tiny_checkpoint)]) == 0
+    assert f"skipped {src / '.a.png.x1y2.tmp.png'}: a hidden file" in capsys.readouterr().err
+    assert [p.name for p in (tmp_path / "out").iterdir()] == ["a.png"]

@@ -5,7 +5,8 @@ is kept unless `--overwrite`, and each output is written to a temporary file bes
 Large images run in tiles automatically (above a 512 px output side with the embedded f=4
 autoencoder: one U-Net tile of 128 latent pixels; `yonos.tiling`), so memory stays bounded.
 Every argument and every input is checked before the model loads, so a mistake fails in a second with
-one line and exit status 2. In folder mode outputs are lossless PNG unless `--format` names another.
+one line and exit status 2; so is the estimated peak memory (`yonos.pipeline.check_size`, `--max-memory`).
+Outputs written into a folder are lossless PNG unless `--format` names another (a.jpg -> a.png).
 """
 
 from __future__ import annotations
@@ -29,9 +30,12 @@ def register(sub) -> None:
     p.add_argument("--seed", type=int, default=0, help="noise seed; each image uses this seed")
     p.add_argument("--scale", type=int, default=None, help="expected scale; refused if the checkpoint differs")
     p.add_argument("--format", default=None, choices=[s.lstrip(".") for s in IMAGE_SUFFIXES],
-                   help="output format in folder mode (default png: lossless)")
+                   help="format of outputs written into a folder (default png: lossless; jpg/webp are lossy)")
     p.add_argument("--overwrite", action="store_true", help="replace existing output files")
     p.add_argument("--device", default="auto", help=DEVICE_HELP)
+    p.add_argument("--max-memory", type=float, default=None, metavar="GIB",
+                   help="refuse an image whose estimated peak memory exceeds GIB (default: the device's memory: "
+                        "GPU memory, or RAM on the CPU); large images are tiled automatically")
     p.set_defaults(func=run)
 
 
@@ -47,6 +51,8 @@ def folder_inputs(folder: Path) -> list[Path]:
             print(f"skipped {p}: broken link", file=sys.stderr)
         elif p.is_dir():
             print(f"skipped {p}: a subfolder (folders are not searched recursively)", file=sys.stderr)
+        elif p.name.startswith("."):
+            print(f"skipped {p}: a hidden file (e.g. the temporary file of an interrupted write)", file=sys.stderr)
         elif p.suffix.lower() not in IMAGE_SUFFIXES:
             print(f"skipped {p}: not an image suffix ({', '.join(IMAGE_SUFFIXES)})", file=sys.stderr)
         else:
@@ -74,12 +80,14 @@ def plan(input_path: Path, output_path: Path, *, fmt: str | None = None,
     else:
         if not input_path.exists():
             raise UserError(f"{input_path}: no such file or folder; check the path")
-        if output_path.is_dir():
-            dst = output_path / (input_path.stem + (f".{fmt}" if fmt else input_path.suffix))
+        if output_path.is_dir():  # into a folder: lossless PNG unless --format, as in folder mode
+            dst = output_path / (input_path.stem + f".{fmt or 'png'}")
         else:
             dst = output_path
             if dst.suffix.lower() not in IMAGE_SUFFIXES:
                 raise UserError(f"{dst}: unknown image suffix; use one of {', '.join(IMAGE_SUFFIXES)}")
+            if fmt and dst.suffix.lower() != f".{fmt}":
+                raise UserError(f"--format {fmt}: the output file {dst} names another format; drop one of them")
         jobs = [(input_path, dst)]
     inputs = {src.resolve() for src, _ in jobs}
     for _, dst in jobs:
@@ -102,19 +110,34 @@ def check_writable(jobs: list[tuple[Path, Path]]) -> None:
             raise UserError(f"{probe}: output folder is not writable; fix its permissions or choose another output")
 
 
-def read_all(jobs: list[tuple[Path, Path]]) -> list:
-    """Every input read and checked; every bad file named (one line each), then one error."""
-    images, bad = [], []
+def read_all(jobs: list[tuple[Path, Path]]) -> list[tuple[int, int]]:
+    """Every input read and checked; every bad file named (one line each), then one error. Returns the
+    (height, width) of each; images are read again one at a time when upscaled, so a large folder is
+    never held in memory at once."""
+    sizes, bad = [], []
     for src, _ in jobs:
         try:
-            images.append(read_image(src))
+            sizes.append(tuple(read_image(src).shape[-2:]))
         except UserError as exc:
             bad.append(str(exc))
     if bad:
         for line in bad[:-1]:
             print(f"yonos upscale: error: {line}", file=sys.stderr)
         raise UserError(bad[-1] if len(bad) == 1 else f"{bad[-1]} ({len(bad)} bad inputs in all, listed above)")
-    return images
+    return sizes
+
+
+def check_memory(jobs, sizes, info: dict, max_gib: float | None, device) -> None:
+    """Each image's estimated peak memory, on the path upscale_batch will take (tiled or not), within
+    the limit; checked before the model loads (yonos.pipeline.check_size)."""
+    from yonos.pipeline import check_size, would_tile
+    from yonos.tiling import Tiling
+
+    max_bytes = None if max_gib is None else int(max_gib * 2**30)
+    spec = info["memory"]
+    for (src, _), (h, w) in zip(jobs, sizes):
+        check_size(spec, h, w, tiling=Tiling() if would_tile(spec, h, w) else None, max_bytes=max_bytes,
+                   device=device, name=str(src))
 
 
 def check_args(args, info: dict) -> None:
@@ -123,6 +146,8 @@ def check_args(args, info: dict) -> None:
     if args.scale is not None and args.scale != info["scale"]:
         raise UserError(f"--scale {args.scale}: {args.checkpoint} is a x{info['scale']} model; "
                         f"use a x{args.scale} checkpoint or drop --scale")
+    if args.max_memory is not None and not args.max_memory > 0:
+        raise UserError(f"--max-memory {args.max_memory:g}: must be a positive number of GiB")
 
 
 def run(args) -> int:
@@ -134,10 +159,14 @@ def run(args) -> int:
     device = resolve_device(args.device)
     jobs = plan(Path(args.input), Path(args.output), fmt=args.format, overwrite=args.overwrite)
     check_writable(jobs)
-    images = read_all(jobs)  # all inputs validated before the model loads
+    sizes = read_all(jobs)  # all inputs validated before the model loads
+    check_memory(jobs, sizes, info, args.max_memory, device)
     pipe = YonosPipeline.from_pretrained(args.checkpoint, device=device)
-    for (src, dst), lr in zip(jobs, images):
+    if args.max_memory is not None:
+        pipe.max_memory = int(args.max_memory * 2**30)
+    for src, dst in jobs:
+        lr = read_image(src)
         sr = pipe.upscale_batch(lr[None], steps=args.steps, generator=per_image_generators([args.seed]))[0]
-        save_image(sr.cpu(), dst)
+        save_image(sr.cpu(), dst, overwrite=args.overwrite)  # never replaces a file that appeared meanwhile
         print(f"{src} -> {dst} ({lr.shape[-1]}x{lr.shape[-2]} -> {sr.shape[-1]}x{sr.shape[-2]})")
     return 0
