@@ -4,7 +4,7 @@ Noroozi et al., "You Only Need One Step: Fast Super-Resolution with Stable Diffu
 Distillation", ECCV 2024 (arXiv 2401.17258). Public API:
 
     from yonos import YonosPipeline
-    sr = YonosPipeline.from_pretrained("runs/embedded/student_decoder").upscale(image)
+    sr = YonosPipeline.from_pretrained("runs/embedded/finetune_decoder/checkpoint").upscale(image)
 """
 
 import logging
