@@ -66,6 +66,7 @@ def test_from_pretrained_names_the_folder(tmp_path):
 def test_check_size_refuses_a_huge_input_before_allocating(tiny_checkpoint, monkeypatch):
     """A 1920x1080 input needed ~35-40 GB untiled; the guard stops it with one line before any tensor exists."""
     from yonos.pipeline import MemorySpec, checkpoint_info, estimate_peak_bytes
+    from yonos.tiling import Tiling
 
     pipe = YonosPipeline.from_pretrained(tiny_checkpoint)
     spec = checkpoint_info(tiny_checkpoint)["memory"]  # read from JSON, no weights
@@ -88,6 +89,7 @@ def test_check_size_refuses_a_huge_input_before_allocating(tiny_checkpoint, monk
     # The documented scale: the embedded x4 model on a 1920x1080 input, untiled, is ~34 GB.
     embedded = MemorySpec(scale=4, vae_factor=4, vae_width=64)
     assert 30e9 < estimate_peak_bytes(embedded, 1080, 1920) < 40e9
+    assert estimate_peak_bytes(embedded, 1080, 1920, tiling=Tiling()) < 3e9  # what "auto" runs instead
 
 
 def test_would_tile_matches_the_pipeline_rule(tiny_pipeline):

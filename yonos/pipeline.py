@@ -77,11 +77,17 @@ def checkpoint_info(path: str | Path) -> dict:
 # Calibrated on CPU (float32, one image, peak RSS above the loaded model; MALLOC_MMAP_THRESHOLD_ fixed so
 # freed blocks go back to the OS): the smoke autoencoder ([16, 32], width 32) at 128 and 256 px inputs,
 # 3.6 floats per output pixel and channel; the embedded one ([32, 64, 64], width 64) gave the same 3.6
-# at 64 and 128 px. Rounded up for margin. A 1920x1080 input to the embedded x4 model: ~34 GB untiled.
+# between 64, 128 and 192 px. Rounded up for margin. A 1920x1080 input to the embedded x4 model: ~34 GB
+# untiled by this estimate (30 GB by the measured slope); tiled (the default above one tile) ~1.1 GB.
 UNTILED_FLOATS = 4.0
-# Tiled (`yonos.tiling`): one tile's untiled peak plus buffers that grow with the whole image (z_t, z_l,
-# the blend sums, up(x_l), the decoded tiles and the output). Calibrated the same way on the tiled path.
-TILED_BYTES_PER_PIXEL = 64.0
+# Tiled (`yonos.tiling`): one tile's untiled peak plus float32 buffers that grow with the whole image:
+# image-sized (up(x_l), decoded tiles, output) and latent-sized (z_t, z_l, blend sums), so per output pixel
+#     TILED_IMAGE_BYTES + TILED_LATENT_BYTES / f^2.
+# Measured slopes between 256 and 512 px inputs, default Tiling(): 52.8 B/px (smoke, f=2) and 23.9 B/px
+# (embedded, f=4), i.e. about 14 + 154 / f^2; rounded up. The tile terms measured 6 and 224 MiB, under
+# the untiled estimate of one tile (32 and 256 MiB). Every measured peak lies 10-16% under its estimate.
+TILED_IMAGE_BYTES = 16.0
+TILED_LATENT_BYTES = 160.0
 
 
 @dataclass(frozen=True)
@@ -108,7 +114,8 @@ def estimate_peak_bytes(spec: MemorySpec, h: int, w: int, *, batch: int = 1, til
     if tiling is None:
         return int(untiled(out_h, out_w))
     side = max(tiling.tile, tiling.vae_tile) * spec.vae_factor  # the largest network input, image pixels
-    return int(untiled(min(out_h, side), min(out_w, side)) + TILED_BYTES_PER_PIXEL * batch * out_h * out_w)
+    per_pixel = TILED_IMAGE_BYTES + TILED_LATENT_BYTES / spec.vae_factor**2
+    return int(untiled(min(out_h, side), min(out_w, side)) + per_pixel * batch * out_h * out_w)
 
 
 def device_memory_bytes(device: str | torch.device = "cpu") -> int | None:
