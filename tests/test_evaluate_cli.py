@@ -74,6 +74,25 @@ def test_score_and_evaluate_agree_on_a_greyscale_ground_truth(hr_dir, tmp_path, 
     assert evaluated["per_image"]["colour"]["psnr"] == pytest.approx(ref, abs=1e-4)
 
 
+def test_pipeline_stage_scores_a_greyscale_ground_truth_like_the_cli(hr_dir, tmp_path):
+    """The DVC evaluate stage (evaluate_row) and `yonos evaluate` share the MATLAB grey rule."""
+    from methods.bicubic import Bicubic
+    from yonos.data.paired import load_hr_folder
+    from yonos.metrics import Scorer
+    from yonos.stages.evaluate import evaluate_row
+
+    ev = tmp_path / "evaluate.json"
+    assert yonos(["evaluate", "--method", "bicubic", "--hr-dir", str(hr_dir), "--scale", "4", "--out", str(ev)]) == 0
+    pairs = load_hr_folder(hr_dir, scale=4)
+    assert pairs.grey_ids == {"grey"}
+    ids, scores, _ = evaluate_row(Bicubic(), pairs, scale=4, steps=1, scorer=Scorer(["psnr"], border=4),
+                                  ecfg={"batch_size": 2, "seed": 0}, device=torch.device("cpu"),
+                                  image_dir=tmp_path / "img", save_ids=set())
+    cli = json.loads(ev.read_text())["per_image"]
+    for i, value in zip(ids, scores["psnr"]):
+        assert value == pytest.approx(cli[i]["psnr"], abs=1e-6), i
+
+
 # --- any registered method, a trained checkpoint included ---------------------------------------------
 def test_evaluates_a_yonos_checkpoint_with_steps_and_seed(tiny_checkpoint, hr_dir, tmp_path):
     from yonos.data.paired import load_hr_folder

@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
 from os import PathLike
@@ -28,7 +27,7 @@ from PIL import Image
 from safetensors.torch import load_file, save_file
 
 from yonos.errors import UserError
-from yonos.io import to_tensor, to_uint8, write_json
+from yonos.io import atomic_folder, to_tensor, to_uint8, write_json
 from yonos.models import LatentCodec, build_autoencoder, build_unet, null_text_embedding, unet_multiple, vae_factor
 from yonos.resize import bicubic_up
 from yonos.sampler import make_scheduler, per_image_generators, sample
@@ -164,8 +163,8 @@ class YonosPipeline:
     def from_params(cls, cfg: dict, scale: int, *, seed: int = 0, vae: AutoencoderKL | None = None) -> YonosPipeline:
         """A freshly initialised pipeline of a profile's architecture (embedded/smoke params)."""
         torch.manual_seed(seed)
-        unet = build_unet(cfg["model"]["unet"])
         vae = vae if vae is not None else build_autoencoder(cfg["autoencoder"])
+        unet = build_unet(cfg["model"]["unet"], latent_channels=vae.config.latent_channels)
         null_emb = null_text_embedding(unet, cfg["model"].get("null_text_tokens", 1))
         return cls(unet, vae, make_scheduler(cfg["model"]), null_emb, scale)
 
@@ -183,21 +182,12 @@ class YonosPipeline:
 
     def save_pretrained(self, path: str | Path, **extra_config) -> None:
         """Write the whole folder beside `path`, then rename it into place (never half-written)."""
-        path = Path(path)
-        tmp = path.with_name(f".{path.name}.tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-        self.unet.save_pretrained(tmp / "unet", safe_serialization=True)
-        self.vae.save_pretrained(tmp / "vae", safe_serialization=True)
-        self.scheduler.save_pretrained(tmp / "scheduler")
-        save_file({"null_text_embedding": self.null_emb.detach().cpu().contiguous()}, tmp / NULL_NAME)
-        write_json(tmp / CONFIG_NAME, {"format": FORMAT, "scale": self.scale, **extra_config})
-        old = path.with_name(f".{path.name}.old")
-        if path.exists():
-            shutil.rmtree(old, ignore_errors=True)
-            path.rename(old)
-        tmp.rename(path)
-        shutil.rmtree(old, ignore_errors=True)
+        with atomic_folder(path) as tmp:
+            self.unet.save_pretrained(tmp / "unet", safe_serialization=True)
+            self.vae.save_pretrained(tmp / "vae", safe_serialization=True)
+            self.scheduler.save_pretrained(tmp / "scheduler")
+            save_file({"null_text_embedding": self.null_emb.detach().cpu().contiguous()}, tmp / NULL_NAME)
+            write_json(tmp / CONFIG_NAME, {"format": FORMAT, "scale": self.scale, **extra_config})
 
     def to(self, device) -> YonosPipeline:
         self.unet.to(device)

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import json
 import math
-import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -43,7 +42,7 @@ from safetensors.torch import load_file, save_file
 
 from yonos.baselines.colour import COLOUR_FIXES, colour_fix
 from yonos.errors import UserError
-from yonos.io import write_json
+from yonos.io import atomic_folder, write_json
 from yonos.models import LatentCodec, unet_multiple, vae_factor
 from yonos.resize import bicubic_up
 from yonos.sampler import per_image_generators, stacked_randn
@@ -527,25 +526,16 @@ class StableSRPipeline:
 
     def save_pretrained(self, path: str | Path, **extra_config) -> None:
         """Write the folder beside `path`, then rename it into place (never half-written)."""
-        path = Path(path)
-        tmp = path.with_name(f".{path.name}.tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
         d = self.denoiser
-        for name, model in (("unet", d.unet), ("encoder", d.encoder), ("sft", d.sft), ("vae", self.vae),
-                            ("cfw", self.cfw)):
-            if model is not None:
-                model.save_pretrained(tmp / name, safe_serialization=True)
-        self.scheduler.save_pretrained(tmp / "scheduler")
-        save_file({"null_text_embedding": self.null_emb.detach().cpu().contiguous()}, tmp / NULL_NAME)
-        write_json(tmp / CONFIG_NAME, {"format": FORMAT, "method": "stablesr", "scale": self.scale,
-                                       "options": self.options, **extra_config})
-        old = path.with_name(f".{path.name}.old")
-        if path.exists():
-            shutil.rmtree(old, ignore_errors=True)
-            path.rename(old)
-        tmp.rename(path)
-        shutil.rmtree(old, ignore_errors=True)
+        with atomic_folder(path) as tmp:
+            for name, model in (("unet", d.unet), ("encoder", d.encoder), ("sft", d.sft), ("vae", self.vae),
+                                ("cfw", self.cfw)):
+                if model is not None:
+                    model.save_pretrained(tmp / name, safe_serialization=True)
+            self.scheduler.save_pretrained(tmp / "scheduler")
+            save_file({"null_text_embedding": self.null_emb.detach().cpu().contiguous()}, tmp / NULL_NAME)
+            write_json(tmp / CONFIG_NAME, {"format": FORMAT, "method": "stablesr", "scale": self.scale,
+                                           "options": self.options, **extra_config})
 
     def to(self, device) -> StableSRPipeline:
         for m in (self.denoiser, self.vae, self.cfw):

@@ -91,6 +91,7 @@ def build_variants(cfg: dict, device, names=None) -> dict:
 def evaluate_row(method, pairs, *, scale, steps, scorer, ecfg, device, image_dir: Path, save_ids: set):
     """Scores of one (variant, set, steps): {metric: [per-image]}, seconds per image."""
     per_image, ids_all, seconds = defaultdict(list), [], 0.0
+    grey_ids = pairs.grey_ids  # single-channel ground truth: scored on grey (MATLAB)
     for ids, lr, hr in batches(pairs, ecfg["batch_size"]):
         gens = per_image_generators([image_seed(ecfg["seed"], i) for i in ids]) if method.is_diffusion else None
         lr, hr = lr.to(device), hr.to(device)
@@ -101,7 +102,7 @@ def evaluate_row(method, pairs, *, scale, steps, scorer, ecfg, device, image_dir
         sync(device)
         seconds += time.perf_counter() - t0
         sr, z_hat = out if isinstance(out, tuple) else (out, None)
-        for metric, values in scorer.score(sr, hr).items():
+        for metric, values in scorer.score(sr, hr, grey=[i in grey_ids for i in ids]).items():
             per_image[metric] += values.tolist()
         if z_hat is not None:
             per_image["latent_psnr"] += latent_psnr(z_hat, method.encode(hr)).tolist()
@@ -218,10 +219,10 @@ def folder_metric_rows(method, pairs, base: dict, *, scale, steps, scorer, ecfg,
 @torch.no_grad()
 def ceiling_rows(method, pairs, scorer, ecfg, device, set_name, degradation) -> list[dict]:
     """D(E(HR)) against HR: what a perfect latent prediction would score (the autoencoder ceiling)."""
-    values = defaultdict(list)
-    for _, _, hr in batches(pairs, ecfg["batch_size"]):
+    values, grey_ids = defaultdict(list), pairs.grey_ids
+    for ids, _, hr in batches(pairs, ecfg["batch_size"]):
         hr = hr.to(device)
-        for metric, v in scorer.score(method.reconstruct(hr), hr).items():
+        for metric, v in scorer.score(method.reconstruct(hr), hr, grey=[i in grey_ids for i in ids]).items():
             values[metric] += v.tolist()
     return [dict(method=method.name, variant="autoencoder", dataset=set_name, degradation=degradation, steps=0,
                  metric=m, value=sum(v) / len(v), seconds_per_image=math.nan, note="")
