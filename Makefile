@@ -11,6 +11,8 @@ export PATH := $(abspath $(VENV))/bin:$(PATH)
 SHARED ?= $(abspath $(CURDIR)/../shared)
 export YONOS_PYIQA_WEIGHTS ?= $(wildcard $(SHARED)/weights/pyiqa)
 export YONOS_SHARED_DIR ?= $(SHARED)
+# A local mirror of the datasets (train291, b100, set5, ...): the embedded profile trains on train291.
+export YONOS_DATA_MIRROR ?= $(wildcard $(SHARED)/datasets)
 
 .PHONY: setup repro repro-real test test-fast bench bench-gpu lint drift
 

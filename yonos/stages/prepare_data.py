@@ -1,6 +1,10 @@
 """prepare_data: the training images and the held-out evaluation crops of the active profile.
 
-embedded/smoke: natural photographs bundled inside scikit-image, split by image (never by crop).
+embedded (data.source: dataset): registry entries (yonos.data.sources), the classic "291" training set
+(T91 + BSD200) for training and held-out crops of B100 images for the step sweep; each is read from
+data/<name> or the mirror ($YONOS_DATA_MIRROR, datasets.mirror) and installed with `yonos download`'s
+code (pinned per-file URLs) when neither has it. The training images are indexed, not copied.
+smoke (data.source: skimage): photographs bundled inside scikit-image (no download), split by image.
 Evaluation crops are the most textured non-overlapping crops of each held-out image: flat crops
 flatter bicubic and hide differences between methods. LR images come from `degradation`.
 paper (data.source: folder): HR images from data.train_dir / data.val_dir (e.g. DIV2K, fetched with
@@ -14,6 +18,7 @@ Writes runs/<profile>/prepare_data/{train/, eval/{hr,lr,lr_x2}/, manifest.json}.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -55,18 +60,69 @@ def folder_images(folder: str) -> dict[str, Path]:
     return dict(zip(names, files))
 
 
-def write_index(folder: str, files: dict[str, Path], out: Path) -> None:
-    """train/index.json: the images of a user's folder, by name, and a digest of their content."""
+def dataset_folder(name: str, cfg: dict) -> Path:
+    """Where registry entry `name` is: data/<name> or the mirror; installed (pinned) when neither has it."""
+    from yonos.data.download import install
+    from yonos.data.eval_sets import data_settings
+    from yonos.data.sources import locate
+
+    root, mirror = data_settings(cfg)
+    try:
+        return locate(name, root, mirror)
+    except UserError:
+        return install(name, root, source_dir=mirror)  # offline and unmirrored: one line naming the fix
+
+
+def dataset_images(name: str, cfg: dict) -> tuple[Path, dict[str, Path]]:
+    """(folder, {name: file}) of a registry entry's images, over all its sub-folders (t91/, bsd200/)."""
+    from yonos.data.sources import dataset_info, subfolder
+
+    folder, info = dataset_folder(name, cfg), dataset_info(name)
+    files: dict[str, Path] = {}
+    for sub in info.folders or ("",):
+        for key, path in folder_images(subfolder(folder, info, sub) if sub else folder).items():
+            files[f"{sub}/{key}" if len(info.folders) > 1 else key] = path
+    return folder, files
+
+
+def write_index(folder: str | Path, files: dict[str, Path], out: Path) -> None:
+    """train/index.json: the images of a folder, by path relative to it, and a digest of their content."""
     from yonos.stages.scan_data import folder_digest
 
-    write_json(out / INDEX, {"dir": folder, "files": [files[n].name for n in sorted(files)],
-                             "sha256": folder_digest(Path(os.path.expandvars(folder)))["sha256"]})
+    root = Path(os.path.expandvars(str(folder)))
+    names = [files[n].relative_to(root).as_posix() for n in sorted(files)]
+    write_json(out / INDEX, {"dir": str(folder), "files": names,
+                             "sha256": folder_digest(root)["sha256"]})
 
 
 def texture(crop: torch.Tensor) -> float:
     """Mean gradient magnitude of luminance: high on fur, foliage, gravel; low on sky and walls."""
     y = (0.299 * crop[0] + 0.587 * crop[1] + 0.114 * crop[2])
     return float((y[1:, :-1] - y[:-1, :-1]).abs().mean() + (y[:-1, 1:] - y[:-1, :-1]).abs().mean())
+
+
+def training_images(cfg: dict) -> tuple[Sequence[torch.Tensor], str]:
+    """The profile's training images (streamed from disk unless bundled) and a digest of their content."""
+    import hashlib
+
+    from yonos.stages._common import StreamedImages
+    from yonos.stages.scan_data import folder_digest
+
+    dcfg = cfg["data"]
+    if dcfg["source"] == "skimage":
+        images = skimage_images(dcfg["train_images"])
+        h = hashlib.sha256()
+        for name in sorted(images):
+            h.update(name.encode() + b"\0" + images[name].numpy().tobytes())
+        return [images[n] for n in sorted(images)], h.hexdigest()
+    if dcfg["source"] == "dataset":
+        folder, files = dataset_images(dcfg["train_set"], cfg)
+    elif dcfg["source"] == "folder":
+        folder = Path(os.path.expandvars(dcfg["train_dir"]))
+        files = folder_images(str(folder))
+    else:
+        raise UserError(f"params.yaml: data.source {dcfg['source']!r} is not one of skimage, folder, dataset")
+    return StreamedImages([files[n] for n in sorted(files)]), folder_digest(folder)["sha256"]
 
 
 def textured_crops(img: torch.Tensor, size: int, k: int) -> list[tuple[int, int]]:
@@ -84,15 +140,19 @@ def run(cfg: dict) -> dict:
         train = skimage_images(dcfg["train_images"])
         val = skimage_images(dcfg["val_images"])
     elif dcfg["source"] == "folder":
-        train_dir = os.path.expandvars(dcfg["train_dir"])
-        train, val = folder_images(train_dir), folder_images(os.path.expandvars(dcfg["val_dir"]))
+        train_dir = dcfg["train_dir"]
+        train, val = folder_images(os.path.expandvars(train_dir)), folder_images(os.path.expandvars(dcfg["val_dir"]))
+    elif dcfg["source"] == "dataset":
+        train_dir, train = dataset_images(dcfg["train_set"], cfg)
+        _, val = dataset_images(dcfg["val_set"], cfg)
+        val = {k: val[k] for k in sorted(val)[: dcfg["val_images"]]}  # the first N by name: a fixed, documented subset
     else:
-        raise UserError(f"params.yaml: data.source {dcfg['source']!r} is not one of skimage, folder")
+        raise UserError(f"params.yaml: data.source {dcfg['source']!r} is not one of skimage, folder, dataset")
     if set(train) & set(val):
         raise UserError(f"params.yaml: images in both train and val: {sorted(set(train) & set(val))}")
 
-    if dcfg["source"] == "folder":
-        write_index(dcfg["train_dir"], train, out / "train")
+    if dcfg["source"] in ("folder", "dataset"):
+        write_index(train_dir, train, out / "train")
     else:
         for name, img in tqdm(train.items(), desc="train images", mininterval=2.0):
             save_image(img, out / "train" / f"{name}.png")

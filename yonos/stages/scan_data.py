@@ -46,6 +46,19 @@ def scan_folder(path: str | os.PathLike) -> dict:
     return {"status": "present", "path": str(path), **folder_digest(folder)}
 
 
+def scan_dataset(name: str, cfg: dict) -> dict:
+    """Digest of registry entry `name` where it is (data/<name> or the mirror), else absent with why."""
+    from yonos.data.eval_sets import data_settings
+    from yonos.data.sources import dataset_info, locate, subfolder
+
+    try:
+        folder = locate(name, *data_settings(cfg))
+    except UserError as exc:
+        return {"status": "absent", "reason": str(exc)}
+    info = dataset_info(name)  # per sub-folder: an HR-only set may be stored flat (classic/b100/*.png)
+    return {"status": "present", **{sub: folder_digest(subfolder(folder, info, sub)) for sub in info.folders}}
+
+
 def scan_sets(entries, cfg: dict) -> dict:
     """{set name: digest of the folder it is read from | absent with the reason}, embedded excluded."""
     from yonos.data.eval_sets import eval_set_folder
@@ -74,6 +87,11 @@ def scan_train(cfg: dict) -> dict:
     if dcfg["source"] == "folder":
         return {"source": "folder", "train_dir": scan_folder(dcfg["train_dir"]),
                 "val_dir": scan_folder(dcfg["val_dir"])}
+    if dcfg["source"] == "dataset":  # registry entries: same digest from data/ or a mirror
+        sets = {}
+        for name in (dcfg["train_set"], dcfg["val_set"]):
+            sets[name] = scan_dataset(name, cfg)
+        return {"source": "dataset", "val_images": dcfg["val_images"], "sets": sets}
     return {"source": dcfg["source"]}  # prepare_data names the error
 
 

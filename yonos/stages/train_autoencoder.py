@@ -1,7 +1,10 @@
 """train_autoencoder: the autoencoder E/D every latent stage uses.
 
-embedded/smoke: a small diffusers AutoencoderKL (f = 4, 4 latent channels) trained here with L1 on
-posterior-mode reconstructions. Its reconstruction PSNR on the evaluation crops is the ceiling of
+embedded: the pinned autoencoder (`autoencoder.pinned`, yonos/pin_autoencoder.py), a small diffusers
+AutoencoderKL (f = 4, 16 latent channels) trained once and committed; it is loaded after its sha256 and
+recipe are checked against params.yaml, as the paper downloads SD's VAE instead of training one.
+smoke: the same class trained here in seconds with L1 on posterior-mode reconstructions.
+Its reconstruction PSNR on the evaluation crops is the ceiling of
 every latent method, so it is measured and reported. The latent scaling factor is set to
 1 / std(latents) over training crops, the rule that gave SD its 0.18215.
 paper: SD 2.1-base's VAE, imported from the local weights folder (see yonos/weights.py).
@@ -47,27 +50,37 @@ def run(cfg: dict) -> dict:
 
         return import_sd_vae(cfg, out)
     device = device_of(cfg)
-    train = load_folder(run_dir(cfg, "prepare_data", "train"))
-    torch.manual_seed(cfg["seed"])
-    vae = build_autoencoder(acfg)
-    accelerator = make_accelerator(cfg)
-    result = fit(
-        AutoencoderObjective(vae, acfg["kl_weight"]),
-        autoencoder_loss,
-        lambda n: CropStream(train, acfg["crop"], n, seed=cfg["seed"], stream="autoencoder"),
-        accelerator=accelerator, steps=acfg["steps"], batch_size=acfg["batch_size"], lr=acfg["lr"],
-        warmup_steps=acfg["warmup_steps"], desc="autoencoder",
-    )
-    vae = accelerator.unwrap_model(vae).to(device).eval()
-    sf = acfg["scaling_factor"] or 1.0 / latent_std(vae, train, 64, 256, cfg["seed"])
-    vae.register_to_config(scaling_factor=float(sf))
+    if acfg.get("pinned"):
+        from yonos.pin_autoencoder import load_pinned
+
+        vae, pin = load_pinned(acfg["pinned"], acfg, cfg["profile"])
+        vae = vae.to(device).eval()
+        trained = {"pinned": acfg["pinned"], "sha256": pin["sha256"], "steps": pin["steps"],
+                   "final_loss": pin["final_l1"]}
+    else:
+        train = load_folder(run_dir(cfg, "prepare_data", "train"))
+        torch.manual_seed(cfg["seed"])
+        vae = build_autoencoder(acfg)
+        accelerator = make_accelerator(cfg)
+        result = fit(
+            AutoencoderObjective(vae, acfg["kl_weight"]),
+            autoencoder_loss,
+            lambda n: CropStream(train, acfg["crop"], n, seed=cfg["seed"], stream="autoencoder"),
+            accelerator=accelerator, steps=acfg["steps"], batch_size=acfg["batch_size"], lr=acfg["lr"],
+            warmup_steps=acfg["warmup_steps"], desc="autoencoder",
+        )
+        vae = accelerator.unwrap_model(vae).to(device).eval()
+        sf = acfg["scaling_factor"] or 1.0 / latent_std(vae, train, 64, 256, cfg["seed"])
+        vae.register_to_config(scaling_factor=float(sf))
+        trained = {"final_loss": result.final_loss, "steps": result.steps,
+                   "train_seconds": round(result.seconds, 2)}
     eval_hr = load_folder(run_dir(cfg, "prepare_data", "eval", "hr"))
     psnr = reconstruction_psnr(vae, eval_hr, device)
     vae.save_pretrained(out / "vae", safe_serialization=True)
-    write_json(out / "metrics.json", {"reconstruction_psnr_y": psnr, "scaling_factor": sf,
-                                      "final_loss": result.final_loss, "steps": result.steps})
+    sf = float(vae.config.scaling_factor)
+    write_json(out / "metrics.json", {"reconstruction_psnr_y": psnr, "scaling_factor": sf, **trained})
     print(f"[{NAME}] reconstruction PSNR-Y on eval crops: {psnr:.2f} dB, scaling factor {sf:.4f}")
-    return {"timing": {"train_seconds": round(result.seconds, 2), "steps": result.steps}}
+    return {"timing": {k: v for k, v in trained.items() if k in ("steps", "train_seconds")}}
 
 
 def main() -> int:
