@@ -18,9 +18,9 @@ from yonos.report.paths import redact
 from yonos.report.published import published_rows
 
 DATASET_TITLES = {
-    "embedded": "Embedded (held-out scikit-image crops)",
+    "embedded": "Embedded sweep (held-out B100 crops)",
     "realsr": "RealSR", "drealsr": "DRealSR", "div2k_val": "DIV2K-Val",
-    "set5": "Set5", "set14": "Set14",
+    "set5": "Set5", "set14": "Set14", "b100": "B100", "urban100": "Urban100", "manga109": "Manga109",
 }
 # Our variants in the order rows appear; names as in results.csv.
 VARIANT_TITLES = {
