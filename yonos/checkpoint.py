@@ -1,7 +1,8 @@
 """Trainer state for exact resumption: written atomically, checked against the config, never pickled.
 
 A state folder holds everything a resume needs: the trained module's weights (model.safetensors), the
-optimizer's tensors (optimizer.safetensors) and trainer_state.json (step, optimizer scalars and param
+optimizer's tensors (optimizer.safetensors), the EMA weights when training keeps them
+(extra.safetensors) and trainer_state.json (step, optimizer scalars and param
 groups, the loss history, the size of every file, and the training identity with its sha256). Data order
 and noise are functions of (seed, example index) and the LR schedule is a function of the step, so the step
 counter is all the RNG state a resume needs.
@@ -37,6 +38,7 @@ from yonos.errors import UserError
 MODEL_TENSORS = "model.safetensors"
 STATE_TENSORS = "optimizer.safetensors"
 STATE_JSON = "trainer_state.json"
+EXTRA_TENSORS = "extra.safetensors"  # trainer tensors beside the optimizer's (the EMA weights), when any
 FORMAT = 2  # 1: optimizer only, weights read from the stage's checkpoint/ (not atomic, no identity)
 
 
@@ -115,8 +117,10 @@ def _temporaries(folder: Path) -> list[Path]:
 
 
 def save_state(folder: str | Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, step: int, *,
-               identity: dict, **extra) -> None:
-    """Write the whole trainer state to `folder`, atomically (module docstring). Main process only."""
+               identity: dict, extra_tensors: dict[str, torch.Tensor] | None = None, **extra) -> None:
+    """Write the whole trainer state to `folder`, atomically (module docstring). Main process only.
+    `extra_tensors` (e.g. the EMA weights) are saved beside the optimizer's; load_state returns them as
+    meta["extra_tensors"]."""
     folder = Path(folder)
     folder.parent.mkdir(parents=True, exist_ok=True)
     for stale in _temporaries(folder):  # left by a killed save: never complete, never loaded
@@ -134,7 +138,11 @@ def save_state(folder: str | Path, model: torch.nn.Module, optimizer: torch.opti
                 scalars[f"{idx}.{key}"] = value
     save_file(tensors, str(tmp / STATE_TENSORS))
     _pause()
-    sizes = {name: (tmp / name).stat().st_size for name in (MODEL_TENSORS, STATE_TENSORS)}
+    names = (MODEL_TENSORS, STATE_TENSORS)
+    if extra_tensors:
+        save_file({k: v.detach().cpu().contiguous() for k, v in extra_tensors.items()}, str(tmp / EXTRA_TENSORS))
+        names += (EXTRA_TENSORS,)
+    sizes = {name: (tmp / name).stat().st_size for name in names}
     meta = {"format": FORMAT, "step": step, "identity_sha256": identity_hash(identity), "files": sizes,
             "param_groups": sd["param_groups"], "scalars": scalars, **extra, "identity": identity}
     (tmp / STATE_JSON).write_text(json.dumps(meta, indent=1, default=str) + "\n")
@@ -216,4 +224,6 @@ def load_state(folder: str | Path, model: torch.nn.Module, optimizer: torch.opti
         idx, key = name.split(".", 1)
         state.setdefault(int(idx), {})[key] = value
     optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+    if EXTRA_TENSORS in meta["files"]:
+        meta["extra_tensors"] = load_file(str(path / EXTRA_TENSORS))
     return meta

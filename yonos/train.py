@@ -22,11 +22,13 @@ import torch
 import torch.nn.functional as F
 from accelerate import Accelerator
 from diffusers.optimization import get_cosine_schedule_with_warmup
+from diffusers.training_utils import EMAModel
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from yonos.checkpoint import discard_state, load_state, save_state
+from yonos.checkpoint import discard_state, display_path, load_state, save_state
 from yonos.data.degradations import degrade
+from yonos.errors import UserError
 from yonos.models import LatentCodec
 from yonos.resize import bicubic_up
 from yonos.sampler import per_image_generators, predict_z0, sample
@@ -141,6 +143,7 @@ def fit(
     identity: dict | None = None,
     fresh: bool = False,
     checkpoint_every: int = 0,
+    ema_decay: float = 0.0,
     on_done: Callable[[torch.nn.Module, int], None] | None = None,
     desc: str = "train",
 ) -> FitResult:
@@ -151,6 +154,10 @@ def fit(
     every `checkpoint_every` steps and at the end, with `identity` (yonos/checkpoint.py). A previous
     state is resumed exactly if its identity is the same, refused (UserError) if not, and discarded
     first if `fresh`. `on_done(model, step)` exports the trained weights at the end.
+
+    `ema_decay` > 0 keeps an exponential moving average of the trained parameters (diffusers' EMAModel,
+    whose decay ramps up as (1 + step) / (10 + step) to `ema_decay`); it is part of the trainer state,
+    and `on_done` exports the averaged weights instead of the last ones.
     """
     if state_dir is not None and identity is None:
         raise ValueError("fit: a state_dir needs the training identity it is saved with")
@@ -161,6 +168,7 @@ def fit(
     optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
     scheduler = get_cosine_schedule_with_warmup(optimizer, warmup_steps, steps)
     model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
+    ema = EMAModel(params, decay=ema_decay) if ema_decay > 0 else None
 
     done, losses = 0, []
     if state_dir is not None:
@@ -170,6 +178,8 @@ def fit(
         meta = load_state(state_dir, accelerator.unwrap_model(model), optimizer, identity=identity)
         if meta is not None:
             done, losses = int(meta["step"]), [float(v) for v in meta.get("losses", [])]
+            if ema is not None:
+                _restore_ema(ema, meta, state_dir)
     with warnings.catch_warnings():  # "scheduler.step() before optimizer.step()": intended here
         warnings.simplefilter("ignore", UserWarning)
         for _ in range(done):  # the LR schedule is a pure function of the step
@@ -191,15 +201,19 @@ def fit(
             optimizer.zero_grad(set_to_none=True)
         if accelerator.sync_gradients:
             scheduler.step()
+            if ema is not None:
+                ema.step(params)
             step += 1
             losses.append(float(accelerator.reduce(loss.detach(), reduction="mean")))
             bar.update(1)
             bar.set_postfix(loss=f"{np.mean(losses[-20:]):.4g}", refresh=False)
             if state_dir is not None and (step >= steps or (checkpoint_every and step % checkpoint_every == 0)):
-                _save_state(accelerator, model, optimizer, step, state_dir, identity, losses)
+                _save_state(accelerator, model, optimizer, step, state_dir, identity, losses, ema)
             if step >= steps:
                 break
     bar.close()
+    if ema is not None:
+        ema.copy_to(params)  # the exported weights are the average (the trainer state keeps the last ones)
     if on_done is not None:
         accelerator.wait_for_everyone()
         if accelerator.is_main_process:
@@ -210,11 +224,24 @@ def fit(
     return FitResult(steps=step, seconds=seconds, final_loss=final_loss, losses=losses)
 
 
-def _save_state(accelerator, model, optimizer, step, state_dir, identity, losses) -> None:
+def _save_state(accelerator, model, optimizer, step, state_dir, identity, losses, ema=None) -> None:
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
-        save_state(state_dir, accelerator.unwrap_model(model), optimizer, step, identity=identity, losses=losses)
+        extra = ({"extra_tensors": {f"ema.{i}": p for i, p in enumerate(ema.shadow_params)},
+                  "ema_step": ema.optimization_step} if ema is not None else {})
+        save_state(state_dir, accelerator.unwrap_model(model), optimizer, step, identity=identity, losses=losses,
+                   **extra)
     accelerator.wait_for_everyone()
+
+
+def _restore_ema(ema: EMAModel, meta: dict, state_dir) -> None:
+    """The EMA weights and step of a resumed state; the identity (which holds ema_decay) guarantees they exist."""
+    saved = meta.get("extra_tensors") or {}
+    if len(saved) != len(ema.shadow_params):
+        raise UserError(f"{display_path(state_dir)}: trainer state has no EMA weights for this model; "
+                        "start fresh with --fresh")
+    ema.shadow_params = [saved[f"ema.{i}"].to(p.device, p.dtype) for i, p in enumerate(ema.shadow_params)]
+    ema.optimization_step = int(meta["ema_step"])
 
 
 # --- losses ---------------------------------------------------------------------------------------

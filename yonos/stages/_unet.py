@@ -112,7 +112,7 @@ def train_unet(cfg: dict, pipe: YonosPipeline, loss, *, stream: str, steps: int,
         accelerator=accelerator, steps=steps, batch_size=tcfg["batch_size"], lr=tcfg["lr"],
         warmup_steps=tcfg["warmup_steps"], weight_decay=tcfg["weight_decay"], grad_clip=tcfg["grad_clip"],
         state_dir=state, identity=identity, fresh=bool(cfg.get("fresh")), checkpoint_every=tcfg["checkpoint_every"],
-        on_done=save, desc=desc,
+        ema_decay=tcfg["ema_decay"], on_done=save, desc=desc,
     )
     write_json(out / "train_log.json", {"steps": result.steps, "seconds": result.seconds,
                                         "final_loss": result.final_loss, "loss_every_step": result.losses})
