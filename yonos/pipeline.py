@@ -152,8 +152,9 @@ def check_size(spec: MemorySpec, h: int, w: int, *, batch: int = 1, tiling: Tili
 
 class YonosPipeline:
     def __init__(self, unet: UNet2DConditionModel, vae: AutoencoderKL, scheduler: DDIMScheduler,
-                 null_emb: torch.Tensor, scale: int):
+                 null_emb: torch.Tensor, scale: int, start: str = "noise"):
         self.unet, self.vae, self.scheduler = unet.eval(), vae.eval(), scheduler
+        self.start = start  # where DDIM begins: "noise" or "condition" (yonos/sampler.py)
         self.codec = LatentCodec(vae)
         self.null_emb = null_emb
         self.scale = int(scale)
@@ -166,7 +167,7 @@ class YonosPipeline:
         vae = vae if vae is not None else build_autoencoder(cfg["autoencoder"])
         unet = build_unet(cfg["model"]["unet"], latent_channels=vae.config.latent_channels)
         null_emb = null_text_embedding(unet, cfg["model"].get("null_text_tokens", 1))
-        return cls(unet, vae, make_scheduler(cfg["model"]), null_emb, scale)
+        return cls(unet, vae, make_scheduler(cfg["model"]), null_emb, scale, cfg["model"].get("start", "noise"))
 
     # --- persistence ------------------------------------------------------------------------
     @classmethod
@@ -178,7 +179,7 @@ class YonosPipeline:
         vae = AutoencoderKL.from_pretrained(path / "vae", torch_dtype=dtype, use_safetensors=True)
         scheduler = DDIMScheduler.from_pretrained(path / "scheduler")
         null_emb = load_file(path / NULL_NAME)["null_text_embedding"]
-        return cls(unet, vae, scheduler, null_emb, cfg["scale"]).to(device)
+        return cls(unet, vae, scheduler, null_emb, cfg["scale"], cfg.get("start", "noise")).to(device)
 
     def save_pretrained(self, path: str | Path, **extra_config) -> None:
         """Write the whole folder beside `path`, then rename it into place (never half-written)."""
@@ -187,7 +188,8 @@ class YonosPipeline:
             self.vae.save_pretrained(tmp / "vae", safe_serialization=True)
             self.scheduler.save_pretrained(tmp / "scheduler")
             save_file({"null_text_embedding": self.null_emb.detach().cpu().contiguous()}, tmp / NULL_NAME)
-            write_json(tmp / CONFIG_NAME, {"format": FORMAT, "scale": self.scale, **extra_config})
+            write_json(tmp / CONFIG_NAME, {"format": FORMAT, "scale": self.scale, "start": self.start,
+                                            **extra_config})
 
     def to(self, device) -> YonosPipeline:
         self.unet.to(device)
@@ -231,7 +233,8 @@ class YonosPipeline:
         lr = lr.to(self.device, torch.float32)
         generator = generator if generator is not None else per_image_generators([0] * lr.shape[0])
         z_l = self.encode_condition(lr)
-        return sample(self.unet, self.scheduler, z_l, self.null_emb, steps=steps, generators=generator)
+        return sample(self.unet, self.scheduler, z_l, self.null_emb, steps=steps, generators=generator,
+                      start=self.start)
 
     @torch.no_grad()
     def upscale_batch(self, lr: torch.Tensor, *, steps: int = 1,

@@ -3,6 +3,11 @@
 diffusers' DDIMScheduler with "trailing" timestep spacing: one step starts at t = T - 1 = 999 (SD's
 schedule is not zero-terminal-SNR, so alpha_999 ~ 0.068 and z_T carries a little signal), and
 `set_alpha_to_one=True` makes the last step return the network's z-hat exactly. eta = 0.
+
+Two options of the one-step regime (issue 8; the report's diagnostics measure them): model
+`rescale_betas_zero_snr` (Lin et al., 2024; diffusers' flag) makes alpha_999 = 0, so training at t = 999 sees
+pure noise as inference does; `start="condition"` begins DDIM from z_T = alpha_T z_l + sigma_T eps (the
+training distribution's t = T with the LR latent standing in for z_h) instead of z_T = eps.
 """
 
 from __future__ import annotations
@@ -12,7 +17,10 @@ from collections.abc import Sequence
 import torch
 from diffusers import DDIMScheduler
 
-from yonos.schedule import alpha_sigma, to_z0
+from yonos.schedule import add_noise, alpha_sigma, to_z0
+
+
+STARTS = ("noise", "condition")
 
 
 def make_scheduler(model_cfg: dict) -> DDIMScheduler:
@@ -26,6 +34,7 @@ def make_scheduler(model_cfg: dict) -> DDIMScheduler:
         set_alpha_to_one=True,
         clip_sample=False,
         steps_offset=0,
+        rescale_betas_zero_snr=bool(model_cfg.get("rescale_betas_zero_snr", False)),
     )
 
 
@@ -64,15 +73,23 @@ def sample(
     *,
     steps: int,
     generators: Sequence[torch.Generator],
+    start: str = "noise",
 ) -> torch.Tensor:
-    """DDIM from z_T ~ N(0, I) to z-hat_0 in `steps` steps (1 <= steps <= num_train_timesteps)."""
+    """DDIM from z_T to z-hat_0 in `steps` steps (1 <= steps <= num_train_timesteps); z_T = eps ~ N(0, I),
+    or alpha_T z_l + sigma_T eps with start="condition" (module docstring)."""
     n_train = scheduler.config.num_train_timesteps
     if not 1 <= steps <= n_train:
         raise ValueError(f"steps must be in [1, {n_train}], got {steps}")
     if len(generators) != z_l.shape[0]:
         raise ValueError(f"need one generator per image: {len(generators)} for {z_l.shape[0]} images")
     scheduler.set_timesteps(steps, device=z_l.device)
+    if start not in STARTS:
+        raise ValueError(f"unknown start {start!r}; choose one of {STARTS}")
     z = stacked_randn(z_l.shape[1:], generators, z_l.device, torch.float32) * scheduler.init_noise_sigma
+    if start == "condition":
+        t0 = scheduler.timesteps[:1].long().repeat(z.shape[0])
+        alpha, sigma = alpha_sigma(scheduler.alphas_cumprod, t0.cpu())
+        z = add_noise(z_l.float(), z, alpha.to(z.device), sigma.to(z.device))
     for t in scheduler.timesteps:
         tt = torch.full((z.shape[0],), int(t), device=z.device, dtype=torch.long)
         out = denoise(unet, z.to(unet.dtype), z_l.to(unet.dtype), tt, null_emb).float()

@@ -198,7 +198,8 @@ def tiled_upscale_latents(pipe, lr: torch.Tensor, *, steps: int = 1,
     denoiser = TiledDenoiser(pipe.unet, tiling)
     with vae_tiling(pipe.vae, tiling):
         z_l = pipe.codec.encode(banded_bicubic_up(lr, pipe.scale))
-    return sample(denoiser, pipe.scheduler, z_l, pipe.null_emb, steps=steps, generators=generator)
+    return sample(denoiser, pipe.scheduler, z_l, pipe.null_emb, steps=steps, generators=generator,
+                  start=getattr(pipe, "start", "noise"))
 
 
 @torch.no_grad()

@@ -272,6 +272,7 @@ class LatentSR:
     prediction_type: str
     weighting: str
     degradation: dict
+    start: str = "noise"  # where the one-step latents of decoder fine-tuning begin (the pipeline's start)
 
     @torch.no_grad()
     def latents(self, batch: dict, scales: Sequence[int]) -> tuple[torch.Tensor, dict[int, torch.Tensor]]:
@@ -338,7 +339,7 @@ def decoder_loss(decoder, batch: dict, *, task: LatentSR, unet, scheduler, scale
     _, z_l = task.latents(batch, [scale])
     with torch.no_grad():
         z0 = sample(unet, scheduler, z_l[scale], task.null_emb, steps=1,
-                    generators=per_image_generators(batch["seed"].tolist(), device="cpu"))
+                    generators=per_image_generators(batch["seed"].tolist(), device="cpu"), start=task.start)
     rec = decoder(z0)
     loss = F.l1_loss(rec, hr)
     if perceptual is not None and perceptual_weight > 0:

@@ -29,7 +29,8 @@ def new_pipeline(cfg: dict, scale: int) -> YonosPipeline:
     from yonos.weights import load_sd_unet
 
     unet, null_emb = load_sd_unet(cfg)
-    return YonosPipeline(unet, load_vae(cfg), make_scheduler(cfg["model"]), null_emb, scale)
+    return YonosPipeline(unet, load_vae(cfg), make_scheduler(cfg["model"]), null_emb, scale,
+                         cfg["model"].get("start", "noise"))
 
 
 def from_checkpoint(path: str | Path, scale: int | None = None) -> YonosPipeline:
@@ -44,7 +45,7 @@ def task_for(cfg: dict, pipe: YonosPipeline) -> LatentSR:
         p.requires_grad_(False)
     return LatentSR(codec=LatentCodec(pipe.vae), alphas_cumprod=pipe.scheduler.alphas_cumprod,
                     null_emb=pipe.null_emb, prediction_type=cfg["model"]["prediction_type"],
-                    weighting=cfg["model"]["weighting"], degradation=cfg["degradation"])
+                    weighting=cfg["model"]["weighting"], degradation=cfg["degradation"], start=pipe.start)
 
 
 def task_scales(cfg: dict) -> list[int]:
@@ -103,7 +104,7 @@ def train_unet(cfg: dict, pipe: YonosPipeline, loss, *, stream: str, steps: int,
 
     def save(unet, step):
         pipe.unet = unet
-        YonosPipeline(unet, pipe.vae, pipe.scheduler, pipe.null_emb, pipe.scale).save_pretrained(
+        YonosPipeline(unet, pipe.vae, pipe.scheduler, pipe.null_emb, pipe.scale, pipe.start).save_pretrained(
             ckpt, trained_steps=step, stage=out.name)
 
     result = fit(

@@ -1,0 +1,56 @@
+"""The one-step regime's options: where DDIM starts (pure noise or the LR latent noised to t = T) and a
+zero-terminal-SNR schedule; each checked against the closed form with a network whose output is known."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from yonos.pipeline import YonosPipeline
+from yonos.sampler import make_scheduler, per_image_generators, sample
+
+MODEL = {"num_train_timesteps": 1000, "beta_start": 0.00085, "beta_end": 0.012, "beta_schedule": "scaled_linear",
+         "prediction_type": "v_prediction"}
+
+
+class ZeroV(torch.nn.Module):
+    """v = 0 everywhere, so one DDIM step returns z-hat = alpha_T * z_T exactly."""
+
+    dtype = torch.float32
+
+    def forward(self, x, t, encoder_hidden_states=None):
+        return type("Out", (), {"sample": torch.zeros_like(x[:, : x.shape[1] // 2])})()
+
+
+def one_step(model_cfg: dict, z_l: torch.Tensor, start: str) -> torch.Tensor:
+    return sample(ZeroV(), make_scheduler(model_cfg), z_l, torch.zeros(1, 1, 4), steps=1,
+                  generators=per_image_generators(range(z_l.shape[0])), start=start)
+
+
+def test_condition_start_is_the_lr_latent_noised_to_t_max():
+    z_l = torch.randn(2, 4, 8, 8, generator=torch.Generator().manual_seed(3))
+    abar = make_scheduler(MODEL).alphas_cumprod[999]
+    alpha, sigma = abar.sqrt(), (1 - abar).sqrt()
+    eps = torch.stack([torch.randn(4, 8, 8, generator=g) for g in per_image_generators(range(2))])
+    torch.testing.assert_close(one_step(MODEL, z_l, "noise"), alpha * eps)
+    torch.testing.assert_close(one_step(MODEL, z_l, "condition"), alpha * (alpha * z_l + sigma * eps))
+
+
+def test_zero_terminal_snr_makes_both_starts_pure_noise():
+    zero = {**MODEL, "rescale_betas_zero_snr": True}
+    assert make_scheduler(zero).alphas_cumprod[999] < 1e-6 < make_scheduler(MODEL).alphas_cumprod[999]
+    z_l = torch.randn(1, 4, 8, 8)
+    torch.testing.assert_close(one_step(zero, z_l, "condition"), one_step(zero, z_l, "noise"))
+
+
+def test_unknown_start_is_refused():
+    with pytest.raises(ValueError, match="unknown start"):
+        one_step(MODEL, torch.zeros(1, 4, 8, 8), "lr")
+
+
+def test_the_start_travels_with_the_checkpoint(tmp_path, smoke_cfg):
+    cfg = {**smoke_cfg, "model": {**smoke_cfg["model"], "start": "condition", "rescale_betas_zero_snr": True}}
+    YonosPipeline.from_params(cfg, 4).save_pretrained(tmp_path / "ck")
+    loaded = YonosPipeline.from_pretrained(tmp_path / "ck")
+    assert loaded.start == "condition"
+    assert loaded.scheduler.config.rescale_betas_zero_snr is True
