@@ -7,6 +7,7 @@ import math
 import re
 import sys
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -59,6 +60,11 @@ def make_results(profile_dir, notes):
                 add(variant, s, "latent_psnr", 20.0 + s)
     (profile_dir / "evaluate").mkdir(parents=True)
     pd.DataFrame(rows).to_csv(profile_dir / "evaluate" / "results.csv", index=False)
+    rng = np.random.default_rng(0)  # per-image scores for the claims: distilled ~1 dB above direct, image by image
+    direct = 23.0 + rng.normal(0, 1.0, 12)
+    pd.DataFrame([{"dataset": "embedded", "variant": v, "steps": 1, "metric": "psnr", "id": f"im{i}", "value": x}
+                  for v, vals in (("direct_x4", direct), ("distilled_x4", direct + 1.0 + rng.normal(0, 0.1, 12)))
+                  for i, x in enumerate(vals)]).to_csv(profile_dir / "evaluate" / "per_image.csv", index=False)
     write_json(profile_dir / "train_teacher" / "timing.json", {"stage": "train_teacher", "seconds": 125.0})
     g = torch.Generator().manual_seed(0)
     images = profile_dir / "evaluate" / "images" / "embedded"
@@ -76,7 +82,8 @@ def rendered(tmp_path_factory):
     with pytest.MonkeyPatch.context() as mp:
         notes = registry_notes(root / "weights", mp)
         make_results(root / "runs" / "smoke", notes)
-        cfg = {"profile": "smoke", "run_root": str(root / "runs"), "report": {"out_dir": str(root / "reports")}}
+        cfg = {"profile": "smoke", "run_root": str(root / "runs"), "report": {"out_dir": str(root / "reports"),
+               "claims": [{"claim": "1", "a": "distilled_x4", "b": "direct_x4", "metrics": ["psnr", "ssim"]}]}}
         run_stage("report", report.run, cfg)
     return root, notes
 
@@ -203,3 +210,13 @@ def test_committed_reports_have_no_machine_path():
     for path in texts:
         text = path.read_text()
         assert not MACHINE_PATH.search(text) and not find_absolute_paths(text), path
+
+
+def test_claims_are_judged_on_paired_per_image_scores(reports):
+    frame = pd.read_csv(reports / "claims.csv")
+    # Only pairs present in per_image.csv: psnr at 1 step (no ssim scores, no other step counts).
+    assert frame[["metric", "steps", "verdict"]].values.tolist() == [["psnr", 1, "reproduced"]]
+    assert 0.9 < frame["low"][0] < frame["diff"][0] < frame["high"][0] < 1.1
+    readme = (reports / "README.md").read_text()
+    assert "## Claims" in readme and "| reproduced |" in readme and "(claims.md)" in readme
+    assert (reports / "claims.md").read_text().startswith("# Claims")

@@ -113,3 +113,16 @@ def to_markdown(frame: pd.DataFrame) -> str:
                      f"{r.seeds} × {r.images} | {r.mean_a:.4g} | {r.mean_b:.4g} | "
                      f"{r.diff:+.3g} [{r.low:+.3g}, {r.high:+.3g}] | {r.verdict} |")
     return "\n".join(lines) + "\n"
+
+
+def verdicts(per_image: pd.DataFrame, specs: list[dict], steps: list[int]) -> pd.DataFrame:
+    """Every spec {claim, a, b, metrics, steps?, b_steps?} judged on each dataset of `per_image` and each step
+    count (the spec's, else `steps`); B is taken at `b_steps` when given (0: a method without steps, such
+    as bicubic), else at A's. Pairs absent from the data (a set without the variant) are left out."""
+    out = []
+    for spec in specs:
+        for dataset in sorted(per_image["dataset"].unique()):
+            for s in spec.get("steps", steps):
+                out += [judge(per_image, spec["claim"], dataset=dataset, metric=m, steps=s, a=spec["a"], b=spec["b"],
+                              steps_b=spec.get("b_steps")) for m in spec["metrics"]]
+    return to_frame(out)

@@ -4,7 +4,8 @@
 dvc.yaml declares; `report.out_dir` overrides it, for tests): metrics.json (DVC metrics),
 steps_quality.csv (DVC plots), results.csv (every row with its provenance: profile, run date, commit;
 evaluate_real carries a set's rows forward from it when the set's data is absent), tables/<dataset>.md
-and .tex, figures/*.png, timing.md and README.md linking and captioning everything. Rows carried
+and .tex, figures/*.png, claims.md and claims.csv (report.claims judged on the per-image scores, paired,
+with bootstrap intervals: yonos/report/claims.py), timing.md and README.md linking and captioning everything. Rows carried
 forward are marked as not re-run under their table, with the date and commit they came from."""
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from yonos.config import report_dir, run_dir
 from yonos.data.eval_sets import EVAL_SETS
 from yonos.io import atomic_path, write_json, write_text
 from yonos.metrics.results import find_results, load_results
-from yonos.report import figures, tables
+from yonos.report import claims, figures, tables
 from yonos.report.paths import redact
 from yonos.report.readme import README, update_readme
 from yonos.stages._common import stage_main
@@ -31,7 +32,16 @@ DEFAULTS = {
     "grid_steps": 1,               # which step count the visual grid shows for diffusion variants
     "grid_images": 2,
     "zoom": 0.25,                  # zoomed crop side as a fraction of the image side
+    "claims": [],                  # [{claim, a, b, metrics, steps?, b_steps?}] -> claims.md (yonos/report/claims.py)
 }
+
+CLAIMS_INTRO = (
+    "Each row judges \"A beats B\" on the per-image scores of one set: the mean of the paired differences "
+    "A − B (metric units; ↑/↓ as in the tables) with a 95% percentile-bootstrap interval that resamples "
+    "training seeds and, within each, images ([yonos/report/claims.py](../../yonos/report/claims.py)). "
+    "Verdict: *reproduced* when the whole interval favours A, *not reproduced* when it favours B, else "
+    "*inconclusive*. With one training seed the interval covers image-to-image variation only: it does not "
+    "say that another training run would agree.")
 
 
 def report_params(cfg: dict) -> dict:
@@ -75,6 +85,20 @@ def carried_note(df, dataset: str) -> str:
             f"forward from the committed results ({'; '.join(runs)}). Fetch it with `yonos download {fetch}`.*")
 
 
+def write_claims(rp: dict, out: Path, per_image_files: list[Path]) -> str | None:
+    """claims.csv and claims.md (always both, as dvc.yaml declares them) from the per-image scores; the
+    markdown table, or None when no claim could be judged (none configured, or no per-image scores)."""
+    frames = [pd.read_csv(p) for p in per_image_files if p.is_file() and p.stat().st_size > 1]
+    frame = claims.verdicts(pd.concat(frames, ignore_index=True), rp["claims"], rp["table_steps"]) if frames else None
+    if frame is None or frame.empty:
+        frame = pd.DataFrame(columns=list(claims.Verdict.__dataclass_fields__))
+    table = claims.to_markdown(frame) if len(frame) else None
+    write_csv(out / "claims.csv", frame)
+    write_text(out / "claims.md", f"# Claims\n\n{CLAIMS_INTRO}\n\n"
+               + (table or "No claim could be judged: none configured (report.claims), or no per-image scores.\n"))
+    return table
+
+
 def write_figures(df, rp: dict, out: Path, image_roots: dict[str, Path]) -> dict[str, dict]:
     """{dataset: {"steps": [...metrics], "pareto": [...], "grid": missing-columns | None}}."""
     made = {}
@@ -90,7 +114,7 @@ def write_figures(df, rp: dict, out: Path, image_roots: dict[str, Path]) -> dict
     return made
 
 
-def readme(profile: str, blocks, made: dict, timings: dict[str, float], df) -> str:
+def readme(profile: str, blocks, made: dict, timings: dict[str, float], df, claims_table: str | None = None) -> str:
     lines = [
         f"# Results ({profile} profile)",
         "",
@@ -115,6 +139,9 @@ def readme(profile: str, blocks, made: dict, timings: dict[str, float], df) -> s
                   (f"LaTeX: [tables/{block.dataset}.tex](tables/{block.dataset}.tex). Rows: each method at "
                   f"{', '.join(map(str, sorted({r.steps for r in block.rows if not r.published})))} DDIM "
                   "step(s); every step count is in the figures and steps_quality.csv."), ""]
+    if claims_table:
+        lines += ["## Claims", "", CLAIMS_INTRO, "", claims_table,
+                  "Also as [claims.md](claims.md) and [claims.csv](claims.csv).", ""]
     lines += ["## Figures", ""]
     for dataset, figs in made.items():
         title = tables.dataset_title(dataset)
@@ -143,13 +170,14 @@ def readme(profile: str, blocks, made: dict, timings: dict[str, float], df) -> s
 def run(cfg: dict) -> dict:
     rp = report_params(cfg)
     out = report_dir({**cfg, "report": rp})
-    frames, image_roots = [], {}
+    frames, image_roots, per_image = [], {}, []
     for stage in ("evaluate", "evaluate_real"):  # evaluate_real: RealSR/DRealSR, may be absent or empty
         path = find_results(run_dir(cfg)) if stage == "evaluate" else run_dir(cfg, stage, "results.csv")
         if path.is_file() and path.stat().st_size > 1:
             frame = load_results(path)
             frames.append(frame)
             image_roots.update({d: path.parent / "images" for d in frame["dataset"].unique()})
+            per_image.append(path.parent / "per_image.csv")
     df = pd.concat(frames, ignore_index=True)
     df["note"] = df["note"].map(redact)  # reports are committed: no machine path in any n/a reason
     write_json(out / "metrics.json", tables.metrics_json(df))
@@ -157,9 +185,10 @@ def run(cfg: dict) -> dict:
     write_csv(out / "steps_quality.csv", tables.steps_quality(df))
     blocks = write_tables(df, rp, out)
     made = write_figures(df, rp, out, image_roots)
+    claims_table = write_claims(rp, out, per_image)
     timings = read_timings(run_dir(cfg))
     write_text(out / "timing.md", tables.timing_markdown(timings))
-    write_text(out / "README.md", readme(cfg["profile"], blocks, made, timings, df))
+    write_text(out / "README.md", readme(cfg["profile"], blocks, made, timings, df, claims_table))
     print(f"[report] wrote {out}/README.md and {len(blocks)} table block(s)", file=sys.stderr)
     # The top-level README quotes this report's numbers in a generated block; rewritten only when
     # that block names this metrics.json (the embedded profile's), never from a smoke or test run.
