@@ -85,7 +85,8 @@ SD21_BASE_VAE = {
     "up_block_types": ["UpDecoderBlock2D"] * 4,
 }
 # CompVis/ldm-super-resolution-4x-openimages unet/ and vqvae/ config.json and its DDIM scheduler
-# (values from the released model card: ldm-super-resolution-4x-openimages). The U-Net sees [latent (3), LR pixels (3)] at the LR size (VQ-f4).
+# (values from the released model card: ldm-super-resolution-4x-openimages). The U-Net sees
+# [latent (3), LR pixels (3)] at the LR size (VQ-f4).
 LDM_SR_UNET = {
     "act_fn": "silu",
     "attention_head_dim": 32,

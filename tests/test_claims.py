@@ -13,7 +13,8 @@ from yonos.report.claims import bootstrap_mean, decide, judge, paired
 
 def rows(variant: str, values, *, steps=1, metric="psnr", seed=None, ids=None):
     ids = ids or [f"im{i}" for i in range(len(values))]
-    out = [dict(dataset="b100", variant=variant, steps=steps, metric=metric, id=i, value=v) for i, v in zip(ids, values)]
+    out = [dict(dataset="b100", variant=variant, steps=steps, metric=metric, id=i, value=v)
+           for i, v in zip(ids, values)]
     return [{**r, "seed": seed} for r in out] if seed is not None else out
 
 

@@ -19,7 +19,6 @@ from diffusers import DDIMScheduler
 
 from yonos.schedule import add_noise, alpha_sigma, to_z0
 
-
 STARTS = ("noise", "condition")
 
 

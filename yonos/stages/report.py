@@ -5,8 +5,8 @@ dvc.yaml declares; `report.out_dir` overrides it, for tests): metrics.json (DVC 
 steps_quality.csv (DVC plots), results.csv (every row with its provenance: profile, run date, commit;
 evaluate_real carries a set's rows forward from it when the set's data is absent), tables/<dataset>.md
 and .tex, figures/*.png, claims.md and claims.csv (report.claims judged on the per-image scores, paired,
-with bootstrap intervals: yonos/report/claims.py), timing.md and README.md linking and captioning everything. Rows carried
-forward are marked as not re-run under their table, with the date and commit they came from."""
+with bootstrap intervals: yonos/report/claims.py), timing.md and README.md linking and captioning
+everything. Rows carried forward are marked as not re-run under their table, with the date and commit they came from."""
 
 from __future__ import annotations
 
