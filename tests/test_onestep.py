@@ -54,3 +54,38 @@ def test_the_start_travels_with_the_checkpoint(tmp_path, smoke_cfg):
     loaded = YonosPipeline.from_pretrained(tmp_path / "ck")
     assert loaded.start == "condition"
     assert loaded.scheduler.config.rescale_betas_zero_snr is True
+
+
+def test_bias_and_variance_add_up_to_the_error():
+    from yonos.stages.diagnose_onestep import bias_variance
+
+    g = torch.Generator().manual_seed(0)
+    target, samples = torch.randn(3, 4, generator=g), 0.5 + torch.randn(8, 3, 4, generator=g)
+    mse, bias2, var = bias_variance(samples, target)
+    assert mse == pytest.approx(bias2 + var, rel=1e-6)
+    assert bias2 == pytest.approx((samples.mean(0) - target).pow(2).mean().item())
+    assert var > 0.5  # unit-variance samples: the variance is most of it, not folded into the bias
+
+
+def test_diagnostics_of_a_tiny_model_and_their_table(smoke_cfg):
+    from yonos.metrics.scorer import Scorer
+    from yonos.report.onestep import to_markdown
+    from yonos.stages.diagnose_onestep import diagnose, latent_stats
+
+    pipe = YonosPipeline.from_params(smoke_cfg, 4)
+    g = torch.Generator().manual_seed(1)
+    hr = torch.rand(2, 3, 32, 32, generator=g)
+    lr = torch.nn.functional.interpolate(hr, scale_factor=0.25, mode="area")
+    rows = diagnose(pipe, ["a", "b"], lr, hr, timesteps=[999, 500], seeds=3, scorer=Scorer(["psnr"]),
+                    grey=[False, False])
+    frame = __import__("pandas").DataFrame([{"variant": "tiny", "scale": 4, **r} for r in rows])
+    assert frame["probe"].tolist() == ["z_t from z_h", "z_t from z_h", "one step", "one step", "LR latent as is"]
+    alpha_999 = frame.loc[0, "alpha_t"]
+    assert alpha_999 == pytest.approx(pipe.scheduler.alphas_cumprod[999].sqrt().item(), rel=1e-5)
+    one = frame[frame["probe"] == "one step"]
+    assert (one["latent_mse"] - one["bias2"] - one["variance"]).abs().max() < 1e-4
+    assert not one["latent_mse"].iloc[0] == pytest.approx(one["latent_mse"].iloc[1])  # the two starts differ
+    stats = latent_stats(pipe.codec.encode(hr))
+    assert len(stats) == pipe.vae.config.latent_channels
+    table = to_markdown(frame, stats, seeds=3)
+    assert "| tiny (×4) |" in table and "t=999" in table and "over 3 noise seeds" in table

@@ -20,7 +20,7 @@ from yonos.config import report_dir, run_dir
 from yonos.data.eval_sets import EVAL_SETS
 from yonos.io import atomic_path, write_json, write_text
 from yonos.metrics.results import find_results, load_results
-from yonos.report import claims, figures, tables
+from yonos.report import claims, figures, onestep, tables
 from yonos.report.paths import redact
 from yonos.report.readme import README, update_readme
 from yonos.stages._common import stage_main
@@ -99,6 +99,17 @@ def write_claims(rp: dict, out: Path, per_image_files: list[Path]) -> str | None
     return table
 
 
+def write_onestep(cfg: dict, out: Path) -> str | None:
+    """tables/onestep.md from the diagnose_onestep stage's CSVs; its markdown, or None when they are absent."""
+    folder = run_dir(cfg, "diagnose_onestep")
+    if not (folder / "onestep.csv").is_file() or (folder / "onestep.csv").stat().st_size < 2:
+        return None
+    text = onestep.to_markdown(pd.read_csv(folder / "onestep.csv"), pd.read_csv(folder / "latents.csv"),
+                               seeds=int((cfg.get("diagnose") or {}).get("seeds", 8)))
+    write_text(out / "tables" / "onestep.md", "# One-step regime\n\n" + text)
+    return text
+
+
 def write_figures(df, rp: dict, out: Path, image_roots: dict[str, Path]) -> dict[str, dict]:
     """{dataset: {"steps": [...metrics], "pareto": [...], "grid": missing-columns | None}}."""
     made = {}
@@ -114,7 +125,8 @@ def write_figures(df, rp: dict, out: Path, image_roots: dict[str, Path]) -> dict
     return made
 
 
-def readme(profile: str, blocks, made: dict, timings: dict[str, float], df, claims_table: str | None = None) -> str:
+def readme(profile: str, blocks, made: dict, timings: dict[str, float], df, claims_table: str | None = None,
+           onestep_text: str | None = None) -> str:
     lines = [
         f"# Results ({profile} profile)",
         "",
@@ -142,6 +154,8 @@ def readme(profile: str, blocks, made: dict, timings: dict[str, float], df, clai
     if claims_table:
         lines += ["## Claims", "", CLAIMS_INTRO, "", claims_table,
                   "Also as [claims.md](claims.md) and [claims.csv](claims.csv).", ""]
+    if onestep_text:
+        lines += ["## One-step regime", "", onestep_text, "Also as [tables/onestep.md](tables/onestep.md).", ""]
     lines += ["## Figures", ""]
     for dataset, figs in made.items():
         title = tables.dataset_title(dataset)
@@ -186,9 +200,11 @@ def run(cfg: dict) -> dict:
     blocks = write_tables(df, rp, out)
     made = write_figures(df, rp, out, image_roots)
     claims_table = write_claims(rp, out, per_image)
+    onestep_text = write_onestep(cfg, out)
     timings = read_timings(run_dir(cfg))
     write_text(out / "timing.md", tables.timing_markdown(timings))
-    write_text(out / "README.md", readme(cfg["profile"], blocks, made, timings, df, claims_table))
+    write_text(out / "README.md", readme(cfg["profile"], blocks, made, timings, df, claims_table,
+                                                 onestep_text))
     print(f"[report] wrote {out}/README.md and {len(blocks)} table block(s)", file=sys.stderr)
     # The top-level README quotes this report's numbers in a generated block; rewritten only when
     # that block names this metrics.json (the embedded profile's), never from a smoke or test run.
