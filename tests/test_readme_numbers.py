@@ -49,24 +49,54 @@ def flat(text: str) -> str:
     return " ".join(text.split())
 
 
+def claims(verdict1="not reproduced", verdict2="reproduced") -> pd.DataFrame:
+    def row(claim, dataset, steps, diff, verdict):
+        return {"claim": claim, "dataset": dataset, "metric": "psnr", "steps": steps, "seeds": 1, "images": 100,
+                "diff": diff, "low": diff - 0.1, "high": diff + 0.1, "verdict": verdict}
+    return pd.DataFrame([row("1: distilled beats direct", "b100", 1, -0.146, verdict1),
+                         row("1: distilled beats direct", "embedded", 2, -0.05, "inconclusive"),
+                         row("2: decoder fine-tuning helps", "b100", 1, 0.45, verdict2),
+                         row("2: decoder fine-tuning helps", "embedded", 1, 0.446, "reproduced")])
+
+
+def with_full_sets(b100_decoder=26.60, set14_decoder=26.60) -> dict:
+    m = metrics()
+    m["b100"] = {"bicubic@0": {"psnr": 25.96}, "autoencoder@0": {"psnr": 29.23},
+                 "direct_x4@1": {"psnr": 26.1}, "distilled_x4@1": {"psnr": 26.0},
+                 "distilled_x4+decoder@1": {"psnr": b100_decoder}}
+    m["set14"] = {"bicubic@0": {"psnr": 26.00}, "autoencoder@0": {"psnr": 29.39},
+                  "direct_x4@1": {"psnr": 26.2}, "distilled_x4@1": {"psnr": 26.1},
+                  "distilled_x4+decoder@1": {"psnr": set14_decoder}}
+    return m
+
+
 def test_numbers_are_rounded_as_the_tables_round_them():
     text = flat(readme.render(metrics()))
-    assert "34.55 dB" in text and tables.fmt_value("latent_psnr", 34.5549) == "34.55"
-    assert "latent PSNR 33.45 vs 34.00 dB" in text and "PSNR-Y 26.01 vs 26.16 dB" in text
-    assert "27.30 dB against 26.67 dB for bicubic" in text and "SSIM-Y from 0.7257 to 0.7329" in text
+    assert tables.fmt_value("latent_psnr", 37.4129) == "37.41" and "latent PSNR is 37.41 dB" in text
+    assert "the held-out crops 27.30 vs 26.67 dB (+0.63)" in text and "short of the +2 dB" in text
+    text = flat(readme.render(with_full_sets(), claims()))
+    assert "B100 29.23 vs 25.96 dB (+3.27)" in text and "above the +2 dB we aimed for on B100" in text
+    assert "B100, 1 step: -0.15 dB [-0.25, -0.05]" in text
 
 
-def test_verdicts_follow_the_numbers():
-    text = flat(readme.render(metrics()))
-    assert "not reproduced.** With the same start" in text and "is worse than the directly trained" in text
-    assert "on par with it at 2 steps (34.28 vs 34.55 dB)" in text and "imperfect target" in text
-    assert "Claim 2 (decoder fine-tuning helps): reproduced" in text and "1−SSIM fallback" in text
+def test_verdicts_come_from_the_claims_table():
+    text = flat(readme.render(with_full_sets(), claims()))
+    assert "Claim 1 (distilled beats direct, most at few steps): not reproduced on B100 at one step.**" in text
+    assert "the held-out crops, 2 steps: -0.05 dB [-0.15, +0.05] (inconclusive)" in text
+    assert "Claim 2 (decoder fine-tuning helps): reproduced on B100.**" in text and "1−SSIM fallback" in text
+    assert "1 training seed, so the intervals cover image-to-image variation only" in text
     assert "RealSR: not scored (data absent)" in text
-    flipped = flat(readme.render(metrics(distilled_1=35.0, distilled_2=36.0)))
-    assert "Claim 1 (distilled beats direct, most at few steps): reproduced.**" in flipped
-    assert "is better than the directly trained" in flipped and "imperfect target" not in flipped
+    flipped = flat(readme.render(with_full_sets(), claims(verdict1="reproduced", verdict2="inconclusive")))
+    assert "most at few steps): reproduced on B100" in flipped and "helps): inconclusive on B100" in flipped
+    assert "helps): not judged" in flat(readme.render(with_full_sets()))  # no claims.csv: no verdict made up
     with pytest.raises(UserError, match="lacks direct_x4@1/latent_psnr"):
         readme.render({"embedded": {k: v for k, v in metrics()["embedded"].items() if k != "direct_x4@1"}})
+
+
+def test_the_full_image_target_follows_the_numbers():
+    assert "Set14 and B100: met." in flat(readme.render(with_full_sets(), claims()))
+    assert "Set14 and B100: met on one set only." in flat(readme.render(with_full_sets(set14_decoder=26.2)))
+    assert "Set14 and B100: missed." in flat(readme.render(with_full_sets(26.0, 26.2)))
 
 
 def write_readme(folder: Path, source: str) -> Path:
@@ -86,7 +116,7 @@ def test_update_rewrites_only_the_block(tmp_path):
     text = path.read_text()
     assert text.startswith("# Title\n\nbefore 1.5\n\n<!-- yonos:numbers:begin")
     assert text.endswith(f"{readme.END}\n\nafter 2.5\n")
-    assert "stale" not in text and "34.55" in text and readme.main(["--readme", str(path), "--check"]) == 0
+    assert "stale" not in text and "27.30" in text and readme.main(["--readme", str(path), "--check"]) == 0
     assert sorted(p.name for p in tmp_path.iterdir()) == ["README.md", "reports"]  # no temporary file left
 
 
@@ -117,4 +147,4 @@ def test_report_stage_fills_the_block(tmp_path, monkeypatch):
     report.run({"profile": "embedded", "run_root": "runs", "report": {"out_dir": "reports/other"}})
     assert "stale 34.56" in path.read_text()                          # another report: untouched
     report.run({"profile": "embedded", "run_root": "runs", "report": {"out_dir": "reports/embedded"}})
-    assert "stale" not in path.read_text() and "latent PSNR 33.45 vs 34.00 dB" in flat(path.read_text())
+    assert "stale" not in path.read_text() and "27.30 vs 26.67 dB (+0.63)" in flat(path.read_text())
