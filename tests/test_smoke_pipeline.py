@@ -139,3 +139,23 @@ def test_absent_real_data_gives_na_rows_naming_the_fix(smoke_run, tmp_path, monk
     df = pd.read_csv(run_dir(cfg, "evaluate_real", "results.csv"))
     assert set(df.variant) == {"bicubic", "distilled_x4"} and df.value.isna().all()
     assert df.note.str.contains("yonos download realsr").all(), df.note.iloc[0]
+
+
+@pytest.mark.slow
+def test_a_study_arm_is_judged_against_the_main_run(smoke_run):
+    from pathlib import Path
+
+    from yonos import study
+
+    cfg = {**smoke_run, "report": {**smoke_run["report"], "out_dir": str(Path(smoke_run["run_root"]) / "rep")}}
+    study.run_arm(cfg, "ema")
+    arm_runs = Path(cfg["run_root"]) / "study" / "ema" / "smoke"
+    assert (arm_runs / "prepare_data").is_symlink() and not (arm_runs / "train_teacher").is_symlink()
+    frame = study.judge_arms(cfg)
+    assert set(frame["a"]) == {f"{v}@ema" for v in study.COMPARED} and set(frame["b"]) == set(study.COMPARED)
+    assert (frame["images"] == 4).all()  # the 4 smoke crops, paired image by image
+    psnr = frame[frame["metric"] == "psnr"].set_index("b")
+    assert psnr.loc["distilled_x4", "diff"] != 0  # the averaged weights were exported: the arm differs
+    text = study.write_report(cfg, Path(cfg["run_root"]) / "claims").read_text()
+    assert "| ema: train.ema_decay=0.999 | embedded | psnr ↑ | 1 | distilled_x4@ema | distilled_x4 |" in text
+    assert "1 training seed (the main run is seed 0" in text  # no seed arm run: one seed, said so

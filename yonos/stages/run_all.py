@@ -17,7 +17,7 @@ from yonos.errors import UserError
 from yonos.stages._common import run_stage
 
 ORDER = ("scan_data", "prepare_data", "train_autoencoder", "encode_latents", "train_teacher", "distill_student",
-         "train_direct", "finetune_decoder", "evaluate", "evaluate_real", "report")
+         "train_direct", "finetune_decoder", "evaluate", "evaluate_real", "diagnose_onestep", "report")
 
 
 def run_all(cfg: dict, until: str = "evaluate") -> None:

@@ -1,0 +1,188 @@
+"""Ablation arms of a profile, each judged against the main run on paired per-image scores.
+
+    python -m yonos.study run ARM [ARM ...] [--profile embedded]   # train + evaluate each arm (resumable)
+    python -m yonos.study report [--profile embedded]              # reports/claims/ (README.md, CSVs)
+
+An arm is a set of params overrides (ARMS; dotted keys as `dvc exp run -S` takes them). It reuses the
+main run's data, autoencoder and latent bank (runs/<profile>/{scan_data, prepare_data, train_autoencoder,
+encode_latents}: linked, never written), trains the U-Net stages again under runs/study/<arm>/<profile>/
+(teacher, student, direct, decoder), evaluates them on the profile's STUDY_SETS and runs diagnose_onestep. The main run
+(`dvc repro`) must have finished first. `report` pairs each arm's per-image scores with the main run's on
+the same images and noise seeds and judges "arm beats main" with the bootstrap of yonos/report/claims.py;
+the seed arms and the main run (seed 0) together give the paper's claims (report.claims) over training seeds.
+
+This is not part of `dvc repro`: the arms retrain every U-Net stage (~20 min each on 2 CPU cores).
+Why not `dvc exp run --queue`: an experiment re-runs evaluate_real (~25 min) and writes the main report;
+an arm needs neither, and its outputs must sit beside the main run's to be paired image by image.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+from yonos.config import load_params, run_dir
+from yonos.errors import UserError
+from yonos.io import atomic_path, write_text
+from yonos.report import claims
+from yonos.stages._common import run_stage
+
+ARMS: dict[str, dict] = {
+    "ema": {"train.ema_decay": 0.999},                       # issue 8 item 6: does EMA help one step?
+    "zero_snr": {"model.rescale_betas_zero_snr": True},      # alpha_999 = 0: training at t = T sees pure noise
+    "start_condition": {"model.start": "condition"},         # DDIM from alpha_T z_l + sigma_T eps
+    "seed1": {"seed": 1},                                    # training seeds (init and example stream)
+    "seed2": {"seed": 2},
+}
+SHARED_STAGES = ("scan_data", "prepare_data", "train_autoencoder", "encode_latents")
+TRAIN_STAGES = ("train_teacher", "distill_student", "train_direct", "finetune_decoder")
+STUDY_SETS = ("embedded", "b100")  # of the profile's evaluate.sets: the sweep crops and full B100
+STUDY_STEPS = [1, 2, 4]            # an arm's step sweep: the few-step end, where the claims are made
+COMPARED = ("direct_x4", "distilled_x4", "distilled_x4+decoder")
+SEED_ARMS = {"seed1": 1, "seed2": 2}
+METRICS = ("psnr", "ssim", "lpips")
+
+
+def study_root(profile_cfg: dict) -> Path:
+    return Path(profile_cfg.get("run_root", "runs")) / "study"
+
+
+def apply(cfg: dict, overrides: dict) -> dict:
+    """cfg with each dotted key set (a missing intermediate section is an error, not created)."""
+    cfg = copy.deepcopy(cfg)
+    for key, value in overrides.items():
+        *path, last = key.split(".")
+        node = cfg
+        for part in path:
+            if not isinstance(node.get(part), dict):
+                raise UserError(f"study: override {key}: params have no section {part!r}")
+            node = node[part]
+        node[last] = value
+    return cfg
+
+
+def arm_config(cfg: dict, arm: str) -> dict:
+    if arm not in ARMS:
+        raise UserError(f"study: unknown arm {arm!r}; choose from {', '.join(ARMS)}")
+    out = apply(cfg, ARMS[arm])
+    out["run_root"] = str(study_root(cfg) / arm)
+    sets = [e for e in out["evaluate"]["sets"] if (e if isinstance(e, str) else e["name"]) in STUDY_SETS]
+    variants = {k: v for k, v in out["evaluate"]["variants"].items() if k in (*COMPARED, "bicubic")}
+    out["evaluate"] = {**out["evaluate"], "sets": sets, "steps": STUDY_STEPS, "variants": variants}
+    return out
+
+
+def link_shared(cfg: dict, arm_cfg: dict) -> None:
+    """The main run's data, autoencoder and bank, linked into the arm's run folder."""
+    for stage in SHARED_STAGES:
+        main, here = run_dir(cfg, stage).resolve(), run_dir(arm_cfg, stage)
+        if not main.is_dir():
+            raise UserError(f"{run_dir(cfg, stage)}: missing; run the main pipeline first (dvc repro)")
+        here.parent.mkdir(parents=True, exist_ok=True)
+        if not here.is_symlink():
+            here.symlink_to(main, target_is_directory=True)
+
+
+def run_arm(cfg: dict, arm: str) -> None:
+    import importlib
+
+    acfg = arm_config(cfg, arm)
+    link_shared(cfg, acfg)
+    for stage in (*TRAIN_STAGES, "evaluate", "diagnose_onestep"):
+        print(f"[study] {arm}: {stage}", file=sys.stderr)
+        run_stage(stage, importlib.import_module(f"yonos.stages.{stage}").run, acfg)
+
+
+def per_image(folder: Path, tag: str | None) -> pd.DataFrame | None:
+    path = folder / "evaluate" / "per_image.csv"
+    if not path.is_file():
+        return None
+    df = pd.read_csv(path)
+    df = df[df["variant"].isin(COMPARED)]
+    return df.assign(variant=df["variant"] + (f"@{tag}" if tag else ""))
+
+
+def judge_arms(cfg: dict) -> pd.DataFrame:
+    """One verdict per (arm, variant, dataset, metric) at one step: "the arm beats the main run"."""
+    main = per_image(run_dir(cfg), None)
+    if main is None:
+        raise UserError(f"{run_dir(cfg, 'evaluate', 'per_image.csv')}: missing; run the main pipeline first")
+    verdicts = []
+    for arm in ARMS:
+        theirs = per_image(run_dir(arm_config(cfg, arm)), arm)
+        if theirs is None:
+            continue
+        both = pd.concat([main, theirs], ignore_index=True)
+        for dataset in sorted(theirs["dataset"].unique()):
+            verdicts += [claims.judge(both, f"{arm}: {', '.join(f'{k}={v}' for k, v in ARMS[arm].items())}",
+                                      dataset=dataset, metric=m, steps=1, a=f"{v}@{arm}", b=v)
+                         for v in COMPARED for m in METRICS]
+    return claims.to_frame(verdicts)
+
+
+def claims_over_seeds(cfg: dict) -> pd.DataFrame:
+    """report.claims judged on the main run (seed 0) and the seed arms together: seed is a bootstrap level."""
+    frames = [pd.read_csv(run_dir(cfg, "evaluate", "per_image.csv")).assign(seed=0)]
+    for arm, seed in SEED_ARMS.items():
+        path = run_dir(arm_config(cfg, arm), "evaluate", "per_image.csv")
+        if path.is_file():
+            frames.append(pd.read_csv(path).assign(seed=seed))
+    specs = (cfg.get("report") or {}).get("claims") or []
+    return claims.verdicts(pd.concat(frames, ignore_index=True), specs, STUDY_STEPS)
+
+
+def write_report(cfg: dict, out: str | Path = "reports/claims") -> Path:
+    out = Path(out)
+    seeds, arms = claims_over_seeds(cfg), judge_arms(cfg)
+    for name, frame in (("claims.csv", seeds), ("ablations.csv", arms)):
+        with atomic_path(out / name) as tmp:
+            frame.to_csv(tmp, index=False, float_format="%.6g")
+    n = int(seeds["seeds"].max()) if len(seeds) else 1
+    text = (f"# Claims and ablations ({cfg['profile']} profile)\n\n"
+            "Generated by `python -m yonos.study report` from the main run (`dvc repro`) and the arms trained by "
+            "`python -m yonos.study run ARM` ([yonos/study.py](../../yonos/study.py)); not part of `dvc repro`. "
+            "Every arm retrains every U-Net stage from the main run's data, autoencoder and latent bank.\n\n"
+            "## The paper's claims over training seeds\n\n"
+            f"{n} training seed{'s' if n > 1 else ''} (the main run is seed 0; `seed1`, `seed2` change the U-Net "
+            "initialisation and the example stream). Paired per-image differences A − B; the 95% interval "
+            "resamples seeds and, within each, images ([yonos/report/claims.py](../../yonos/report/claims.py)). "
+            "Verdict: *reproduced* when the interval favours A, *not reproduced* when it favours B, else "
+            "*inconclusive*.\n\n"
+            + (claims.to_markdown(seeds) if len(seeds) else "No per-image scores yet.\n")
+            + "\n## Ablations\n\nEach arm (A) against the main run (B) on the same images and noise seeds at "
+            "one DDIM step: one training seed per arm, so the interval covers images only. Arms not run are "
+            "absent.\n\n" + (claims.to_markdown(arms) if len(arms) else "No arm has been run.\n"))
+    write_text(out / "README.md", text)
+    return out / "README.md"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m yonos.study", description=__doc__.splitlines()[0])
+    parser.add_argument("command", choices=["run", "report"])
+    parser.add_argument("arms", nargs="*", help=f"run: arms to train ({', '.join(ARMS)})")
+    parser.add_argument("--profile", default=None)
+    parser.add_argument("--params", default="params.yaml")
+    args = parser.parse_args(argv)
+    try:
+        cfg = load_params(args.params, args.profile)
+        if args.command == "run":
+            if not args.arms:
+                raise UserError(f"study run: name at least one arm ({', '.join(ARMS)})")
+            for arm in args.arms:
+                arm_config(cfg, arm)  # every name checked before any work
+            for arm in args.arms:
+                run_arm(cfg, arm)
+        else:
+            print(f"[study] wrote {write_report(cfg)}", file=sys.stderr)
+    except UserError as exc:
+        print(f"study: error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
