@@ -44,6 +44,7 @@ STUDY_SETS = ("embedded", "b100")  # of the profile's evaluate.sets: the sweep c
 STUDY_STEPS = [1, 2, 4]            # an arm's step sweep: the few-step end, where the claims are made
 COMPARED = ("direct_x4", "distilled_x4", "distilled_x4+decoder")
 SEED_ARMS = {"seed1": 1, "seed2": 2}
+CHECKPOINT_EVERY = 100
 METRICS = ("psnr", "ssim", "lpips")
 
 
@@ -70,6 +71,7 @@ def arm_config(cfg: dict, arm: str) -> dict:
         raise UserError(f"study: unknown arm {arm!r}; choose from {', '.join(ARMS)}")
     out = apply(cfg, ARMS[arm])
     out["run_root"] = str(study_root(cfg) / arm)
+    out["train"] = {**out["train"], "checkpoint_every": CHECKPOINT_EVERY}  # a killed arm resumes (not in identity)
     sets = [e for e in out["evaluate"]["sets"] if (e if isinstance(e, str) else e["name"]) in STUDY_SETS]
     variants = {k: v for k, v in out["evaluate"]["variants"].items() if k in (*COMPARED, "bicubic")}
     out["evaluate"] = {**out["evaluate"], "sets": sets, "steps": STUDY_STEPS, "variants": variants}
