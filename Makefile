@@ -36,8 +36,12 @@ test: setup
 test-fast: setup
 	pytest -q tests -m "not slow"
 
+# Every benchmark in one run (bench/test_bench_ratios.py: ~8 min on 2 cores; the 2048^2 tiling one: minutes),
+# then the ratio table generated from its JSON.
 bench: setup
-	pytest bench/ --benchmark-only
+	mkdir -p reports/bench
+	pytest bench/ --benchmark-only --benchmark-json reports/bench/bench_cpu.json
+	python bench/report.py reports/bench/bench_cpu.json --out reports/bench.md --overwrite
 
 # One GPU, <= 8 minutes: SD-2.1-base-shaped YONOS vs LDM-SR-100 / StableSR-200 -> reports/bench/gpu_<device>.json
 bench-gpu: setup

@@ -6,7 +6,8 @@ import pytest
 import torch
 from conftest import device, peak_memory_mb, reset_peak, sync
 
-from yonos.sampler import per_image_generators
+from yonos.models import vae_factor
+from yonos.sampler import denoise, per_image_generators
 
 SIZES = {"lr32": 32, "lr128": 128}  # embedded evaluation crops; RealSR/DRealSR 128 -> 512
 
@@ -43,14 +44,17 @@ def test_yonos_end_to_end(benchmark, yonos_method, size, steps):
 def test_yonos_network_only(benchmark, yonos_method, size):
     """One U-Net call on the latent grid of a 4x output: the part scale distillation reduces to one."""
     pipe = yonos_method.pipe
-    z = torch.randn(1, 4, 4 * size // 4, 4 * size // 4, device=device())  # f = 4 latent of the 4x output
-    t = torch.full((1,), 999, device=device(), dtype=torch.long)
-    ctx = pipe.null_emb.to(device())
+    # The pipeline's own latent shape: its autoencoder's channels (16 for the embedded one) and factor f.
+    channels, side = pipe.vae.config.latent_channels, pipe.scale * size // vae_factor(pipe.vae)
+    g = torch.Generator().manual_seed(0)
+    z_t, z_l = (torch.randn(1, channels, side, side, generator=g).to(device()) for _ in range(2))
+    t = torch.full((1,), pipe.scheduler.config.num_train_timesteps - 1, device=device(), dtype=torch.long)
     benchmark.group = f"upscale {size}->{4 * size}"
+    benchmark.extra_info.update(latent_shape=[1, channels, side, side], weights=yonos_method.source)
 
     def unet():
         with torch.no_grad():
-            pipe.unet(torch.cat([z, z], 1), t, encoder_hidden_states=ctx)
+            denoise(pipe.unet, z_t, z_l, t, pipe.null_emb)  # [z_t, z_l] -> U-Net, as the sampler calls it
 
     run_timed(benchmark, unet)
 
