@@ -46,6 +46,9 @@ def image_seed(seed: int, image_id: str) -> int:
 
 
 def latent_psnr(z_hat: torch.Tensor, z_h: torch.Tensor) -> torch.Tensor:
+    """PSNR of z-hat against E(HR), over E(HR)'s range. `upscale` pads the LR bottom/right to the U-Net's
+    multiple, so z-hat of an image of another size has extra rows/columns there: they are cropped off."""
+    z_hat = z_hat[..., : z_h.shape[-2], : z_h.shape[-1]]
     mse = (z_hat.float() - z_h.float()).pow(2).mean(dim=(1, 2, 3))
     rng = z_h.flatten(1).amax(1) - z_h.flatten(1).amin(1)
     return 10 * torch.log10(rng.pow(2) / mse)
