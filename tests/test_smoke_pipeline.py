@@ -159,3 +159,15 @@ def test_a_study_arm_is_judged_against_the_main_run(smoke_run):
     text = study.write_report(cfg, Path(cfg["run_root"]) / "claims").read_text()
     assert "| ema: train.ema_decay=0.999 | embedded | psnr ↑ | 1 | distilled_x4@ema | distilled_x4 |" in text
     assert "1 training seed (the main run is seed 0" in text  # no seed arm run: one seed, said so
+    # A seed arm is a replicate: judged with seed 0 in the claims, never as an ablation. Its scores here are
+    # the main run's shifted by +1 for the distilled model (no second training in the test suite).
+    seed1 = study.run_dir(study.arm_config(cfg, "seed1"), "evaluate", "per_image.csv")
+    seed1.parent.mkdir(parents=True)
+    main = pd.read_csv(study.run_dir(cfg, "evaluate", "per_image.csv"))
+    main.loc[main["variant"] == "distilled_x4", "value"] += 1.0
+    main.to_csv(seed1, index=False)
+    frame = study.claims_over_seeds(cfg)
+    assert (frame["seeds"] == 2).all() and not study.judge_arms(cfg)["claim"].str.startswith("seed1").any()
+    one = frame[(frame["claim"].str.startswith("1")) & (frame["metric"] == "psnr") & (frame["steps"] == 1)].iloc[0]
+    seed0 = main[(main["variant"] == "distilled_x4") & (main["metric"] == "psnr") & (main["steps"] == 1)]
+    assert one["mean_a"] == pytest.approx(seed0["value"].mean() - 0.5)  # the mean over both seeds

@@ -114,7 +114,7 @@ def judge_arms(cfg: dict) -> pd.DataFrame:
     if main is None:
         raise UserError(f"{run_dir(cfg, 'evaluate', 'per_image.csv')}: missing; run the main pipeline first")
     verdicts = []
-    for arm in ARMS:
+    for arm in (a for a in ARMS if a not in SEED_ARMS):  # seed arms are replicates, judged in claims_over_seeds
         theirs = per_image(run_dir(arm_config(cfg, arm)), arm)
         if theirs is None:
             continue
