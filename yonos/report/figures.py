@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 import matplotlib
@@ -22,9 +23,11 @@ DPI = 300
 STYLE = {"font.size": 7, "axes.titlesize": 7, "axes.labelsize": 7, "legend.fontsize": 6,
          "xtick.labelsize": 6, "ytick.labelsize": 6, "lines.linewidth": 1.0, "lines.markersize": 3,
          "axes.spines.top": False, "axes.spines.right": False}
-GRID_COLUMNS = ("lr", "bicubic", "direct_x4", "distilled_x4", "distilled_x4+decoder", "hr")
-GRID_TITLES = {"lr": "LR", "hr": "HR", "bicubic": "Bicubic", "direct_x4": "Direct ×4",
-               "distilled_x4": "Distilled ×4", "distilled_x4+decoder": "Distilled + dec."}
+GRID_COLUMNS = ("lr", "bicubic", "sr3_x4", "ldmsr_x4", "stablesr_x4", "direct_x4", "distilled_x4",
+                "distilled_x4+decoder", "hr")
+GRID_TITLES = {"lr": "LR", "hr": "HR", "bicubic": "Bicubic", "sr3_x4": "SR3", "ldmsr_x4": "LDM-SR",
+               "stablesr_x4": "StableSR", "direct_x4": "Direct ×4", "distilled_x4": "Distilled ×4",
+               "distilled_x4+decoder": "Distilled + dec."}
 
 
 def _colour(variant: str):
@@ -143,15 +146,21 @@ def pareto_figure(df, dataset: str, metrics, path) -> list[str]:
 # --- visual grid ------------------------------------------------------------------------------
 
 
-def _folder_for(images_dir: Path, column: str, steps: int) -> Path | None:
-    """lr/, hr/ as named; a method's folder is <variant>_s<steps>, or its only <variant>_s* folder."""
-    if column in ("lr", "hr"):
-        return images_dir / column if (images_dir / column).is_dir() else None
-    exact = images_dir / f"{column}_s{steps}"
-    if exact.is_dir():
-        return exact
-    found = sorted(images_dir.glob(f"{column}_s*"))
-    return found[0] if len(found) == 1 else None
+def _folder_for(images_dirs: Sequence[Path], column: str, steps: int) -> Path | None:
+    """lr/, hr/ as named; a method's folder is <variant>_s<steps>, or its only <variant>_s* folder; the
+    first of `images_dirs` (one per evaluate stage) that has it."""
+    for images_dir in images_dirs:
+        if column in ("lr", "hr"):
+            if (images_dir / column).is_dir():
+                return images_dir / column
+            continue
+        exact = images_dir / f"{column}_s{steps}"
+        if exact.is_dir():
+            return exact
+        found = sorted(images_dir.glob(f"{column}_s*"))
+        if len(found) == 1:
+            return found[0]
+    return None
 
 
 def zoom_box(hr: np.ndarray, frac: float) -> tuple[int, int, int]:
@@ -181,13 +190,16 @@ def _load_rgb(path: Path, size: tuple[int, int] | None = None) -> np.ndarray:
     return img.permute(1, 2, 0).numpy()
 
 
-def grid_figure(images_dir: str | os.PathLike, path, *, steps: int = 1, n_images: int = 2,
-                zoom: float = 0.25) -> list[str] | None:
+def grid_figure(images_dirs: str | os.PathLike | Sequence[str | os.PathLike], path, *, steps: int = 1,
+                n_images: int = 2, zoom: float = 0.25, column_steps: dict[str, int] | None = None) -> list[str] | None:
     """Rows: for each image, the full frame (zoom box drawn) then the zoomed crop; columns
-    LR | bicubic | direct ×4 | distilled ×4 | distilled + decoder | HR. Missing columns are skipped
-    and returned as the caption's list of absent methods; None when there is no HR folder."""
-    images_dir = Path(images_dir)
-    folders = {c: _folder_for(images_dir, c, steps) for c in GRID_COLUMNS}
+    LR | bicubic | SR3 | LDM-SR | StableSR | direct ×4 | distilled ×4 | distilled + decoder | HR, each
+    method at `steps` unless `column_steps` names its own (a baseline at its default step count).
+    Missing columns are skipped and returned as the caption's list of absent methods; None when there
+    is no HR folder."""
+    dirs = [Path(images_dirs)] if isinstance(images_dirs, (str, os.PathLike)) else [Path(d) for d in images_dirs]
+    column_steps = column_steps or {}
+    folders = {c: _folder_for(dirs, c, column_steps.get(c, steps)) for c in GRID_COLUMNS}
     if folders["hr"] is None:
         return None
     columns = [c for c in GRID_COLUMNS if folders[c] is not None]

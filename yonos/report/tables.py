@@ -29,6 +29,9 @@ VARIANT_TITLES = {
     "direct_x4": "Direct ×4",
     "distilled_x4": "YONOS distilled ×4",
     "distilled_x4+decoder": "YONOS distilled ×4 + decoder",
+    "sr3_x4": "SR3 ×4",
+    "ldmsr_x4": "LDM-SR ×4",
+    "stablesr_x4": "StableSR ×4",
     "autoencoder": "Autoencoder D(E(HR))",
 }
 # Shown for reference but never ranked (bold, Pareto front): the x2 teacher solves an easier task;

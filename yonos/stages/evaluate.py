@@ -78,12 +78,31 @@ def set_options(entry, ecfg: dict) -> tuple[str, dict]:
     return entry["name"], {"steps": entry.get("steps", ecfg["steps"]), "metrics": entry.get("metrics", ecfg["metrics"])}
 
 
-def build_variants(cfg: dict, device, names=None) -> dict:
+def variant_specs(cfg: dict, ecfg: dict) -> dict[str, dict]:
+    """The variants a stage scores: `ecfg["variants"]` when it is a {name: spec} mapping (the baselines'
+    stages), the named subset of `evaluate.variants` when it is a list (evaluate_real), else all of them."""
+    chosen = ecfg.get("variants")
+    if isinstance(chosen, dict):
+        return dict(chosen)
+    return {k: v for k, v in cfg["evaluate"]["variants"].items() if chosen is None or k in chosen}
+
+
+# Keys of a variant spec read by the evaluator itself; every other key goes to the method's constructor.
+SPEC_KEYS = ("method", "checkpoint", "ceiling", "steps", "default_steps")
+
+
+def variant_steps(spec: dict, set_steps) -> list[int]:
+    """A diffusion variant's step counts on one set: the set's list, or the variant's own sweep (`steps`) when
+    it has one; "default" (in either) stands for the method's default step count (`default_steps`)."""
+    steps = spec["steps"] if "steps" in spec and set_steps != "default" else set_steps
+    steps = [steps] if isinstance(steps, (int, str)) else steps
+    return [int(spec["default_steps"]) if s == "default" else int(s) for s in steps]
+
+
+def build_variants(cfg: dict, device, specs: dict[str, dict]) -> dict:
     variants = {}
-    for name, spec in cfg["evaluate"]["variants"].items():
-        if names is not None and name not in names:
-            continue
-        kwargs = {k: v for k, v in spec.items() if k not in ("method", "checkpoint", "ceiling")}
+    for name, spec in specs.items():
+        kwargs = {k: v for k, v in spec.items() if k not in SPEC_KEYS}
         if "checkpoint" in spec:
             kwargs["checkpoint"] = run_dir(cfg, spec["checkpoint"])
             kwargs["device"] = device
@@ -144,7 +163,7 @@ def evaluate_sets(cfg: dict, ecfg: dict, out: Path, *, missing: str, carry=None)
     gives none, are n/a rows whose note says what to download. Models load only if some set is present.
     """
     device = device_of(cfg)
-    specs = {k: v for k, v in cfg["evaluate"]["variants"].items() if k in ecfg.get("variants", k)}
+    specs = variant_specs(cfg, ecfg)
     variants = None
     prov = provenance(cfg)
     rows, image_rows = [], []
@@ -181,7 +200,7 @@ def evaluate_sets(cfg: dict, ecfg: dict, out: Path, *, missing: str, carry=None)
             if pairs is None:
                 print(f"[{out.name}] {set_name}: no x{scale} LR; {vname} not evaluated there")
                 continue
-            steps_list = set_cfg["steps"] if method.is_diffusion else [0]
+            steps_list = variant_steps(specs[vname], set_cfg["steps"]) if method.is_diffusion else [0]
             for steps in tqdm(steps_list, desc=f"{set_name}/{vname}", mininterval=2.0):
                 ids, scores, spi = evaluate_row(method, pairs, scale=scale, steps=max(steps, 1), scorer=scorer,
                                                 ecfg=ecfg, device=device, image_dir=img_root / f"{vname}_s{steps}",
@@ -194,7 +213,7 @@ def evaluate_sets(cfg: dict, ecfg: dict, out: Path, *, missing: str, carry=None)
                     image_rows += [{**base, "id": i, "metric": metric, "value": v} for i, v in zip(ids, values)]
                 rows += folder_metric_rows(method, pairs, base, scale=scale, steps=max(steps, 1), scorer=scorer,
                                            ecfg=ecfg, device=device)
-            if getattr(method, "has_latents", False) and cfg["evaluate"]["variants"][vname].get("ceiling"):
+            if getattr(method, "has_latents", False) and specs[vname].get("ceiling"):
                 rows += [{**r, **prov} for r in ceiling_rows(method, pairs, scorer, ecfg, device, set_name,
                                                              eset.degradation)]
     for name, frame in (("results.csv", pd.DataFrame(rows)), ("per_image.csv", pd.DataFrame(image_rows))):

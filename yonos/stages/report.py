@@ -24,6 +24,7 @@ from yonos.report import claims, figures, onestep, tables
 from yonos.report.paths import redact
 from yonos.report.readme import README, update_readme
 from yonos.stages._common import stage_main
+from yonos.stages.evaluate_baseline import VARIANTS, stage_name
 
 DEFAULTS = {
     "out_dir": None,               # None: reports/<profile>/ (yonos.config.report_dir)
@@ -110,19 +111,34 @@ def write_onestep(cfg: dict, out: Path) -> str | None:
     return text
 
 
-def write_figures(df, rp: dict, out: Path, image_roots: dict[str, Path]) -> dict[str, dict]:
+def write_figures(df, rp: dict, out: Path, image_roots: dict[str, list[Path]],
+                  column_steps: dict[str, int] | None = None) -> dict[str, dict]:
     """{dataset: {"steps": [...metrics], "pareto": [...], "grid": missing-columns | None}}."""
     made = {}
     for dataset in sorted(df["dataset"].unique()):
+        roots = [root / dataset for root in image_roots.get(dataset, []) if (root / dataset).is_dir()]
         made[dataset] = {
             "steps": figures.steps_figure(df, dataset, out / "figures" / f"steps_{dataset}.png"),
             "pareto": figures.pareto_figure(df, dataset, rp["pareto_metrics"],
                                             out / "figures" / f"pareto_{dataset}.png"),
-            "grid": figures.grid_figure(image_roots[dataset] / dataset, out / "figures" / f"grid_{dataset}.png",
-                                        steps=rp["grid_steps"], n_images=rp["grid_images"], zoom=rp["zoom"])
-            if dataset in image_roots and (image_roots[dataset] / dataset).is_dir() else None,
+            "grid": figures.grid_figure(roots, out / "figures" / f"grid_{dataset}.png", steps=rp["grid_steps"],
+                                        n_images=rp["grid_images"], zoom=rp["zoom"], column_steps=column_steps)
+            if roots else None,
         }
     return made
+
+
+def baseline_default_steps(cfg: dict) -> dict[str, int]:
+    """{variant: default step count} of the baselines, the step count their grid column shows."""
+    return {variant: int(cfg[method]["steps"]) for method, variant in VARIANTS.items() if method in cfg}
+
+
+def result_files(cfg: dict) -> list[Path]:
+    """Every evaluate stage's results.csv that exists: evaluate, evaluate_real (RealSR/DRealSR, may be absent
+    or empty) and one evaluate_<method> per baseline."""
+    files = [find_results(run_dir(cfg)), run_dir(cfg, "evaluate_real", "results.csv")]
+    files += [run_dir(cfg, stage_name(m), "results.csv") for m in VARIANTS]
+    return [f for f in files if f.is_file() and f.stat().st_size > 1]
 
 
 def readme(profile: str, blocks, made: dict, timings: dict[str, float], df, claims_table: str | None = None,
@@ -171,8 +187,9 @@ def readme(profile: str, blocks, made: dict, timings: dict[str, float], df, clai
         if figs["grid"] is not None:
             absent = f" Not available: {', '.join(figs['grid'])}." if figs["grid"] else ""
             lines += [f"![grid {dataset}](figures/grid_{dataset}.png)", "",
-                      (f"*{title}: LR (nearest-neighbour enlarged) | bicubic | direct ×4 | distilled ×4 | "
-                      "distilled ×4 + fine-tuned decoder | HR; second row of each image: the red box "
+                      (f"*{title}: LR (nearest-neighbour enlarged) | bicubic | SR3 | LDM-SR | StableSR (each at "
+                      "its default step count) | direct ×4 | distilled ×4 | distilled ×4 + fine-tuned decoder "
+                      "(at the report's grid step count) | HR; second row of each image: the red box "
                       f"enlarged (the most textured window).{absent}*"), ""]
     never = sorted(set(df["metric"]) - set(df.dropna(subset=["value"])["metric"]))
     if never:
@@ -185,20 +202,19 @@ def run(cfg: dict) -> dict:
     rp = report_params(cfg)
     out = report_dir({**cfg, "report": rp})
     frames, image_roots, per_image = [], {}, []
-    for stage in ("evaluate", "evaluate_real"):  # evaluate_real: RealSR/DRealSR, may be absent or empty
-        path = find_results(run_dir(cfg)) if stage == "evaluate" else run_dir(cfg, stage, "results.csv")
-        if path.is_file() and path.stat().st_size > 1:
-            frame = load_results(path)
-            frames.append(frame)
-            image_roots.update({d: path.parent / "images" for d in frame["dataset"].unique()})
-            per_image.append(path.parent / "per_image.csv")
+    for path in result_files(cfg):
+        frame = load_results(path)
+        frames.append(frame)
+        for dataset in frame["dataset"].unique():
+            image_roots.setdefault(dataset, []).append(path.parent / "images")
+        per_image.append(path.parent / "per_image.csv")
     df = pd.concat(frames, ignore_index=True)
     df["note"] = df["note"].map(redact)  # reports are committed: no machine path in any n/a reason
     write_json(out / "metrics.json", tables.metrics_json(df))
     write_csv(out / "results.csv", df)
     write_csv(out / "steps_quality.csv", tables.steps_quality(df))
     blocks = write_tables(df, rp, out)
-    made = write_figures(df, rp, out, image_roots)
+    made = write_figures(df, rp, out, image_roots, baseline_default_steps(cfg))
     claims_table = write_claims(rp, out, per_image)
     onestep_text = write_onestep(cfg, out)
     timings = read_timings(run_dir(cfg))
