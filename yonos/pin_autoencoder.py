@@ -11,6 +11,9 @@ training recipe (params `autoencoder` without `pinned`), the seed, a digest of t
 the command and the measured cost. The train_autoencoder stage loads that folder only when all of it
 agrees with params.yaml (`verify_pin`), so `dvc repro` starts from the same artefact on every machine,
 and a changed recipe is refused with the command that retrains it.
+
+The pieces every pin shares (checking a pinned folder, writing one atomically, the command line) are
+below the constants; yonos/pin_prior.py, the miniature's Stable Diffusion, uses them too.
 """
 
 from __future__ import annotations
@@ -35,26 +38,78 @@ ARCHITECTURE = ("block_out_channels", "layers_per_block", "latent_channels", "no
                 "mid_block_add_attention")
 
 
-def recipe(acfg: dict) -> dict:
-    """Everything in params `autoencoder` that changes the trained weights (not where they are kept)."""
-    return {k: v for k, v in acfg.items() if k != "pinned"}
+# --- shared by every pin (this autoencoder, the prior of yonos/pin_prior.py) ----------------------
+def recipe(section: dict) -> dict:
+    """Everything in a pinned params section that changes the trained weights (not where they are kept)."""
+    return {k: v for k, v in section.items() if k != "pinned"}
 
 
+def check_pin(folder: str | Path, want: dict, *, files: dict[str, str], what: str, section: str, profile: str,
+              command: str) -> dict:
+    """PIN.json of a pinned `folder` after checking that every file of `files` (PIN key -> relative path) has
+    the sha256 PIN.json records and that its recipe is `want`; UserError (one line, naming the fix) otherwise.
+    A recipe key with a dot ("model.unet") names a params key outside `section`."""
+    folder, retrain = Path(folder), command.format(profile=profile)
+    restore = f"restore it (git checkout {folder})"
+    if not (folder / PIN).is_file() or not all((folder / rel).is_file() for rel in files.values()):
+        raise UserError(f"{folder}: pinned {what} missing; {restore} or train it: {retrain}")
+    pin = json.loads((folder / PIN).read_text())
+    for key, rel in files.items():
+        if digest(folder / rel) != pin.get(key):
+            raise UserError(f"{folder / rel}: sha256 differs from {PIN}; {restore} or retrain: {retrain}")
+    have = pin.get("recipe") or {}
+    changed = sorted(k for k in set(have) | set(want) if have.get(k) != want.get(k))
+    if changed:
+        key = changed[0] if "." in changed[0] else f"{section}.{changed[0]}"
+        raise UserError(f"params.yaml: {profile}.{key} differs from the pinned {what}'s recipe "
+                        f"({len(changed)} keys); revert it, or retrain the pin: {retrain}")
+    return pin
+
+
+def write_pin(target: str | Path, save, *, files: dict[str, str], **record) -> Path:
+    """Write a pinned folder atomically (the old pin is replaced only by a complete new one): `save(staging)`
+    writes the weights, then PIN.json gets the sha256 of each of `files` (PIN key -> relative path) and `record`."""
+    with atomic_folder(target) as staging:
+        save(staging)
+        write_json(staging / PIN, {**{key: digest(staging / rel) for key, rel in files.items()}, **record})
+    return Path(target)
+
+
+def pinned_target(section: dict, name: str, profile: str) -> Path:
+    if not section.get("pinned"):
+        raise UserError(f"params.yaml: {profile}.{name}.pinned is not set; name the folder the pin goes to")
+    return Path(section["pinned"])
+
+
+def run_record(result, t0: float) -> dict:
+    """The measured cost of the last (possibly resumed) training piece, for PIN.json."""
+    return {"steps": result.steps, "train_seconds_last_piece": round(result.seconds, 1),
+            "wall_seconds_last_piece": round(time.perf_counter() - t0, 1), "torch": torch.__version__}
+
+
+def pin_main(argv: list[str] | None, *, name: str, doc: str, train) -> int:
+    """`python -m yonos.<name> [--profile P] [--params FILE] [--fresh]`: run `train(cfg, fresh=)`."""
+    parser = argparse.ArgumentParser(prog=f"python -m yonos.{name}", description=doc.split("\n\n")[0])
+    parser.add_argument("--profile", default=None, help="params profile (default: params.yaml's `profile`)")
+    parser.add_argument("--params", default="params.yaml")
+    parser.add_argument("--fresh", action="store_true", help="discard a saved trainer state and start from scratch")
+    args = parser.parse_args(argv)
+    try:
+        cfg = load_params(args.params, args.profile)
+        print(f"{name}: pin written to {train(cfg, fresh=args.fresh)}", file=sys.stderr)
+    except UserError as exc:
+        print(f"{name}: error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+# --- the autoencoder --------------------------------------------------------------------------------
 def verify_pin(folder: str | Path, acfg: dict, profile: str) -> dict:
     """PIN.json of `folder` after checking the weights' sha256 and that its recipe is params.yaml's;
     UserError (one line, naming the fix) otherwise."""
     folder, retrain = Path(folder), COMMAND.format(profile=profile)
-    if not (folder / PIN).is_file() or not (folder / WEIGHTS).is_file():
-        raise UserError(f"{folder}: pinned autoencoder missing; restore it (git checkout {folder}) "
-                        f"or train it: {retrain}")
-    pin = json.loads((folder / PIN).read_text())
-    if digest(folder / WEIGHTS) != pin["sha256"]:
-        raise UserError(f"{folder / WEIGHTS}: sha256 differs from {PIN}; restore it (git checkout {folder}) "
-                        f"or retrain: {retrain}")
-    changed = sorted(k for k in set(pin["recipe"]) | set(recipe(acfg)) if pin["recipe"].get(k) != recipe(acfg).get(k))
-    if changed:
-        raise UserError(f"params.yaml: {profile}.autoencoder.{changed[0]} differs from the pinned autoencoder's recipe "
-                        f"({len(changed)} keys); revert it, or retrain the pin: {retrain}")
+    pin = check_pin(folder, recipe(acfg), files={"sha256": WEIGHTS}, what="autoencoder", section="autoencoder",
+                    profile=profile, command=COMMAND)
     config = json.loads((folder / "config.json").read_text())
     for key in (k for k in ARCHITECTURE if k in acfg):
         have = list(config.get(key) or []) if isinstance(acfg[key], list) else config.get(key)
@@ -81,9 +136,7 @@ def train_pin(cfg: dict, *, fresh: bool = False) -> Path:
     from yonos.train import AutoencoderObjective, CropStream, autoencoder_loss, fit, make_accelerator
 
     acfg, profile = cfg["autoencoder"], cfg["profile"]
-    if not acfg.get("pinned"):
-        raise UserError(f"params.yaml: {profile}.autoencoder.pinned is not set; name the folder the pin goes to")
-    target = Path(acfg["pinned"])
+    target = pinned_target(acfg, "autoencoder", profile)
     images, data_digest = training_images(cfg)
     identity = {"recipe": recipe(acfg), "seed": cfg["seed"], "train_images": data_digest}
     torch.manual_seed(cfg["seed"])
@@ -101,33 +154,16 @@ def train_pin(cfg: dict, *, fresh: bool = False) -> Path:
     vae = accelerator.unwrap_model(vae).to(device_of(cfg)).eval()
     sf = acfg["scaling_factor"] or 1.0 / latent_std(vae, images, 64, 256, cfg["seed"])
     vae.register_to_config(scaling_factor=float(sf))
-    with atomic_folder(target) as staging:  # the old pin is replaced only by a complete new one
-        vae.save_pretrained(staging, safe_serialization=True)
-        write_json(staging / PIN, {
-            "sha256": digest(staging / WEIGHTS), "recipe": recipe(acfg), "seed": cfg["seed"],
-            "train_images": data_digest,
-            "data": {k: cfg["data"][k] for k in ("source", "train_set") if k in cfg["data"]},
-            "command": COMMAND.format(profile=profile), "steps": result.steps, "final_l1": result.final_loss,
-            "train_seconds_last_piece": round(result.seconds, 1),
-            "wall_seconds_last_piece": round(time.perf_counter() - t0, 1),
-            "scaling_factor": float(sf), "torch": torch.__version__,
-        })
-    return target
+    return write_pin(
+        target, lambda staging: vae.save_pretrained(staging, safe_serialization=True), files={"sha256": WEIGHTS},
+        recipe=recipe(acfg), seed=cfg["seed"], train_images=data_digest,
+        data={k: cfg["data"][k] for k in ("source", "train_set") if k in cfg["data"]},
+        command=COMMAND.format(profile=profile), final_l1=result.final_loss, scaling_factor=float(sf),
+        **run_record(result, t0))
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m yonos.pin_autoencoder", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--profile", default=None, help="params profile (default: params.yaml's `profile`)")
-    parser.add_argument("--params", default="params.yaml")
-    parser.add_argument("--fresh", action="store_true", help="discard a saved trainer state and start from scratch")
-    args = parser.parse_args(argv)
-    try:
-        cfg = load_params(args.params, args.profile)
-        print(f"pinned autoencoder written to {train_pin(cfg, fresh=args.fresh)}", file=sys.stderr)
-    except UserError as exc:
-        print(f"pin_autoencoder: error: {exc}", file=sys.stderr)
-        return 2
-    return 0
+    return pin_main(argv, name="pin_autoencoder", doc=__doc__, train=train_pin)
 
 
 if __name__ == "__main__":

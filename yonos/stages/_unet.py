@@ -10,8 +10,9 @@ from safetensors.torch import load_file
 
 from yonos.checkpoint import digest
 from yonos.config import run_dir
+from yonos.errors import UserError
 from yonos.io import write_json
-from yonos.models import LatentCodec, vae_factor
+from yonos.models import LatentCodec, vae_factor, widen_conv_in
 from yonos.pipeline import YonosPipeline
 from yonos.sampler import make_scheduler
 from yonos.stages._common import load_folder
@@ -22,15 +23,34 @@ def load_vae(cfg: dict) -> AutoencoderKL:
     return AutoencoderKL.from_pretrained(run_dir(cfg, "train_autoencoder", "vae"), use_safetensors=True)
 
 
-def new_pipeline(cfg: dict, scale: int) -> YonosPipeline:
-    """The starting point of the first stage: a fresh U-Net (embedded) or SD's, widened (paper)."""
-    if cfg["profile"] != "paper":
-        return YonosPipeline.from_params(cfg, scale, seed=cfg["seed"], vae=load_vae(cfg))
-    from yonos.weights import load_sd_unet
+INITS = ("scratch", "prior")
 
-    unet, null_emb = load_sd_unet(cfg)
-    return YonosPipeline(unet, load_vae(cfg), make_scheduler(cfg["model"]), null_emb, scale,
-                         cfg["model"].get("start", "noise"))
+
+def new_pipeline(cfg: dict, scale: int, init: str = "scratch") -> YonosPipeline:
+    """The starting point of a first stage. scratch: a fresh seeded U-Net of `model.unet`; prior: the prior of
+    train_prior with conv_in widened to [z_t, z_l], the new weights zero (embedded/smoke). paper: SD 2.1-base's
+    U-Net, widened, for either init: the paper profile's prior is SD itself and it has no from-scratch shape."""
+    if init not in INITS:
+        raise UserError(f"params.yaml: {cfg['profile']} U-Net init {init!r}; use one of {', '.join(INITS)}")
+    if cfg["profile"] == "paper":
+        from yonos.weights import load_sd_unet
+
+        unet, null_emb = load_sd_unet(cfg)
+        return YonosPipeline(unet, load_vae(cfg), make_scheduler(cfg["model"]), null_emb, scale,
+                             cfg["model"].get("start", "noise"))
+    if init == "scratch":
+        return YonosPipeline.from_params(cfg, scale, seed=cfg["seed"], vae=load_vae(cfg))
+    from yonos.stages.train_prior import load_prior
+
+    vae = load_vae(cfg)
+    unet, null_emb = load_prior(cfg)
+    if unet.config.in_channels != vae.config.latent_channels:
+        raise UserError(f"{run_dir(cfg, 'train_prior')}: the prior models {unet.config.in_channels}-channel "
+                        f"latents, the autoencoder has {vae.config.latent_channels}; re-run train_prior")
+    # The prior predicts eps (SD 2.1-base); the teacher simply fine-tunes it with its own parameterisation and
+    # weighting (model.prediction_type, model.weighting), as the paper profile fine-tunes SD's eps U-Net.
+    unet = widen_conv_in(unet, vae.config.latent_channels)
+    return YonosPipeline(unet, vae, make_scheduler(cfg["model"]), null_emb, scale, cfg["model"].get("start", "noise"))
 
 
 def from_checkpoint(path: str | Path, scale: int | None = None) -> YonosPipeline:
@@ -81,9 +101,16 @@ def training_identity(cfg: dict, sections: dict, *, init) -> dict:
     }
 
 
-def fresh_init(cfg: dict):
-    """The identity of new_pipeline's start: SD's pinned weights (paper) or a seeded new U-Net."""
-    return {"sd": cfg.get("sd")} if cfg["profile"] == "paper" else "new U-Net from model.unet and seed"
+def fresh_init(cfg: dict, init: str = "scratch"):
+    """The identity of new_pipeline's start: SD's pinned weights (paper), the prior's weights (init prior:
+    a changed prior refuses a resume), or a seeded new U-Net."""
+    if cfg["profile"] == "paper":
+        return {"sd": cfg.get("sd")}
+    if init == "prior":
+        from yonos.stages.train_prior import prior_digest
+
+        return {"prior": prior_digest(cfg)}
+    return "new U-Net from model.unet and seed"
 
 
 def train_unet(cfg: dict, pipe: YonosPipeline, loss, *, stream: str, steps: int, out: Path, desc: str,
