@@ -4,6 +4,8 @@
     LDMSR()   the released CompVis/ldm-super-resolution-4x-openimages folder: $YONOS_LDMSR_DIR, else
               weights/ldm_sr_x4 (`yonos download ldm_sr_x4`), sha256-checked; `sha256={file: hex}` pins
               files without a published hash (or overrides the published ones)
+    LDMSR(checkpoint="weights/ldm_sr_x4_stablesr")   StableSR's fine-tuned LDM-SR, converted by
+              `python -m yonos.baselines.ldmsr convert` into the released folder layout
 
 `steps` is the number of DDIM steps (default: the checkpoint's, 100); `eta` (default 1, LDM's setting) is
 stored in the checkpoint's config, may be overridden here, and is reported by describe().

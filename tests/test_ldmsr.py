@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import re
 import shutil
 
 import pytest
@@ -283,3 +284,119 @@ def test_released_loader_checks_hashes_and_names_missing_files(released, tmp_pat
         assert f in msg
     with pytest.raises(UserError, match="not an LDM-SR checkpoint"):
         load_method("ldmsr", checkpoint=str(tmp_path))
+
+
+# --- converter: StableSR's fine-tuned LDM-SR in the CompVis key layout -----------------------------------
+
+_RES = {"norm1": "in_layers.0", "conv1": "in_layers.2", "time_emb_proj": "emb_layers.1", "norm2": "out_layers.0",
+        "conv2": "out_layers.3", "conv_shortcut": "skip_connection"}
+
+
+def _compvis_unet(unet) -> dict:
+    """UNet2DModel -> openaimodel UNetModel keys, written by LDM's rules (AttentionBlock: legacy per-head qkv)."""
+    lpb = unet.config.layers_per_block
+    top = {"conv_in": "input_blocks.0.0", "time_embedding.linear_1": "time_embed.0",
+           "time_embedding.linear_2": "time_embed.2", "conv_norm_out": "out.0", "conv_out": "out.2"}
+    out, attn = {}, {}
+    for k, v in unet.state_dict().items():
+        mod, _, p = k.rpartition(".")
+        if mod in top:
+            out[f"{top[mod]}.{p}"] = v
+        elif m := re.match(r"down_blocks\.(\d+)\.resnets\.(\d+)\.(\w+)\.(\w+)$", k):
+            out[f"input_blocks.{1 + int(m[1]) * (lpb + 1) + int(m[2])}.0.{_RES[m[3]]}.{m[4]}"] = v
+        elif m := re.match(r"down_blocks\.(\d+)\.attentions\.(\d+)\.(.+)$", k):
+            attn.setdefault(f"input_blocks.{1 + int(m[1]) * (lpb + 1) + int(m[2])}.1", {})[m[3]] = v
+        elif m := re.match(r"down_blocks\.(\d+)\.downsamplers\.0\.conv\.(\w+)$", k):
+            out[f"input_blocks.{(int(m[1]) + 1) * (lpb + 1)}.0.op.{m[2]}"] = v
+        elif m := re.match(r"mid_block\.resnets\.(\d)\.(\w+)\.(\w+)$", k):
+            out[f"middle_block.{2 * int(m[1])}.{_RES[m[2]]}.{m[3]}"] = v
+        elif m := re.match(r"mid_block\.attentions\.0\.(.+)$", k):
+            attn.setdefault("middle_block.1", {})[m[1]] = v
+        elif m := re.match(r"up_blocks\.(\d+)\.resnets\.(\d+)\.(\w+)\.(\w+)$", k):
+            out[f"output_blocks.{int(m[1]) * (lpb + 1) + int(m[2])}.0.{_RES[m[3]]}.{m[4]}"] = v
+        elif m := re.match(r"up_blocks\.(\d+)\.attentions\.(\d+)\.(.+)$", k):
+            attn.setdefault(f"output_blocks.{int(m[1]) * (lpb + 1) + int(m[2])}.1", {})[m[3]] = v
+        elif m := re.match(r"up_blocks\.(\d+)\.upsamplers\.0\.conv\.(\w+)$", k):
+            b = int(m[1])
+            out[f"output_blocks.{b * (lpb + 1) + lpb}.{2 if hasattr(unet.up_blocks[b], 'attentions') else 1}"
+                f".conv.{m[2]}"] = v
+        else:
+            raise AssertionError(k)
+    for prefix, a in attn.items():
+        c = a["to_q.weight"].shape[0]
+        heads = c // unet.config.attention_head_dim
+        out[f"{prefix}.qkv.weight"] = torch.stack(
+            [a[f"to_{x}.weight"].reshape(heads, c // heads, c) for x in "qkv"], 1).reshape(3 * c, c, 1)
+        out[f"{prefix}.qkv.bias"] = torch.stack([a[f"to_{x}.bias"].reshape(heads, c // heads) for x in "qkv"],
+                                                1).reshape(3 * c)
+        out[f"{prefix}.proj_out.weight"], out[f"{prefix}.proj_out.bias"] = a["to_out.0.weight"][..., None], a[
+            "to_out.0.bias"]
+        out[f"{prefix}.norm.weight"], out[f"{prefix}.norm.bias"] = a["group_norm.weight"], a["group_norm.bias"]
+    return {L.UNET_PREFIX + k: v for k, v in out.items()}
+
+
+def _compvis_vq(vq) -> dict:
+    """VQModel -> LDM's VQModelInterface keys (encoder.down.i.block.j, decoder.up.<reversed level>, mid.attn_1
+    with 1x1 convs)."""
+    n = len(vq.config.block_out_channels)
+    out = {}
+    for k, v in vq.state_dict().items():
+        new = re.sub(r"encoder\.down_blocks\.(\d+)\.resnets", r"encoder.down.\1.block", k)
+        new = re.sub(r"encoder\.down_blocks\.(\d+)\.downsamplers\.0", r"encoder.down.\1.downsample", new)
+        new = re.sub(r"decoder\.up_blocks\.(\d+)\.resnets", lambda m: f"decoder.up.{n - 1 - int(m[1])}.block", new)
+        new = re.sub(r"decoder\.up_blocks\.(\d+)\.upsamplers\.0", lambda m: f"decoder.up.{n - 1 - int(m[1])}.upsample",
+                     new)
+        new = re.sub(r"mid_block\.resnets\.(\d)", lambda m: f"mid.block_{int(m[1]) + 1}", new)
+        new = new.replace("conv_shortcut", "nin_shortcut").replace("conv_norm_out", "norm_out")
+        if "mid_block.attentions.0" in new:
+            new = new.replace("mid_block.attentions.0", "mid.attn_1").replace("group_norm", "norm")
+            for d, o in (("to_q", "q"), ("to_k", "k"), ("to_v", "v"), ("to_out.0", "proj_out")):
+                new = new.replace(f".{d}.", f".{o}.")
+            v = v[:, :, None, None] if v.ndim == 2 else v
+        out[L.VQ_PREFIX + new] = v
+    return out
+
+
+class NotATensor:  # anything torch.load(weights_only=True) must refuse
+    pass
+
+
+def test_finetune_converter_round_trips_a_tiny_compvis_checkpoint(released, tmp_path):
+    _, _, ref = released
+    sd = {**_compvis_unet(ref.unet), **_compvis_vq(ref.vqvae), "betas": ref.scheduler.betas.clone(),
+          "model_ema.num_updates": torch.tensor(5)}
+    ckpt = tmp_path / L.FINETUNE_CKPT
+    torch.save({"state_dict": sd, "global_step": 119}, ckpt)
+    pin = hashlib.sha256(ckpt.read_bytes()).hexdigest()
+    kw = dict(unet_config=ref.unet.config, vq_config=ref.vqvae.config, scheduler_config=L.LDM_SR_SCHEDULER)
+    out = L.convert_finetune(ckpt, tmp_path / "converted", sha256=pin, **kw)
+    assert sorted(p.name for p in out.iterdir()) == ["conversion.json", "model_index.json", "scheduler", "unet",
+                                                     "vqvae"]
+    method = load_method("ldmsr", checkpoint=str(out))  # read like the release: hashes from conversion.json
+    for ours, theirs in ((method.pipe.unet, ref.unet), (method.pipe.vae, ref.vqvae)):
+        a, b = ours.state_dict(), theirs.state_dict()
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    qkv = sd[L.UNET_PREFIX + "middle_block.1.qkv.weight"]  # 2 heads of 8 channels: rows q0 k0 v0 q1 k1 v1
+    assert torch.equal(method.pipe.unet.mid_block.attentions[0].to_k.weight[8:16], qkv[32:40, :, 0])
+    assert method.describe()["eta"] == 1.0
+    with pytest.raises(UserError, match="already exists"):
+        L.convert_finetune(ckpt, out, sha256=pin, **kw)
+    (out / "unet" / "diffusion_pytorch_model.safetensors").write_bytes(b"tampered")
+    with pytest.raises(UserError, match="is not the pinned"):
+        load_method("ldmsr", checkpoint=str(out))
+
+
+def test_finetune_converter_checks_hash_refuses_objects_and_names_missing_files(released, tmp_path):
+    _, _, ref = released
+    kw = dict(unet_config=ref.unet.config, vq_config=ref.vqvae.config, scheduler_config=L.LDM_SR_SCHEDULER)
+    ckpt = tmp_path / L.FINETUNE_CKPT
+    torch.save({"state_dict": {**_compvis_unet(ref.unet), **_compvis_vq(ref.vqvae)}, "extra": NotATensor()}, ckpt)
+    with pytest.raises(UserError, match="sha256 is not the pinned 000000000000"):
+        L.convert_finetune(ckpt, tmp_path / "a", sha256="0" * 64, **kw)
+    with pytest.raises(UserError, match="cannot be read as plain tensors"):
+        L.convert_finetune(ckpt, tmp_path / "b", sha256=hashlib.sha256(ckpt.read_bytes()).hexdigest(), **kw)
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+    with pytest.raises(UserError, match=f"{L.FINETUNE_CKPT}: missing.*stablesr_ldm_x4.*{tmp_path / 'none'}/") as err:
+        L.convert_finetune(tmp_path / "none" / L.FINETUNE_CKPT, tmp_path / "c", **kw)
+    assert "\n" not in str(err.value)
+    assert L.finetune_pin() == "a4977665bc20d5976c6cfafbb914aca162578f4012252ef2df4839a718be12da"

@@ -30,20 +30,27 @@ The released weight files are .bin (PyTorch zip): their sha256 is checked agains
 entry "ldm_sr_x4", yonos/data/pins/hf_files.tsv, values from BASELINES.md; the fp16 branch's too) before
 diffusers reads them, which it does with torch.load(weights_only=True): tensors only, nothing executed.
 The small JSON configs have no published hash; they are checked for the expected classes and shapes.
+
+StableSR's fine-tuned LDM-SR (`ldmsr4x_finetune_119.ckpt`, the "LDM" of StableSR's and CCSR's tables; CompVis key
+layout) is converted into the same folder layout by `convert_finetune` (`python -m yonos.baselines.ldmsr convert`;
+key mapping at the end of this file); the converted folder records the hashes it wrote in conversion.json.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
 import os
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from diffusers import AutoencoderKL, DDIMScheduler, UNet2DModel, VQModel
+from diffusers import AutoencoderKL, DDIMScheduler, LDMSuperResolutionPipeline, UNet2DModel, VQModel
+from diffusers.loaders.single_file_utils import convert_ldm_vae_checkpoint
 
 from yonos.data.degradations import degrade
 from yonos.errors import UserError
@@ -382,8 +389,12 @@ def released_pins() -> dict[str, set[str]]:
 
 def verify_released(folder: Path, user_pins: dict[str, str] | None = None) -> dict[str, str]:
     """sha256 of the weight file of unet/ and vqvae/ that will be read, against the user's pin for it if
-    given, else the published ones. Returns {"unet": file, "vqvae": file}."""
-    pins = {**released_pins(), **{k: {v.lower()} for k, v in (user_pins or {}).items()}}
+    given, else the published ones (or, in a folder written by `convert_finetune`, the hashes it recorded
+    after checking its source's pin). Returns {"unet": file, "vqvae": file}."""
+    converted = folder / CONVERSION_NAME
+    recorded = json.loads(converted.read_text())["files"] if converted.is_file() else {}
+    pins = {**released_pins(), **{k: {v} for k, v in recorded.items()},
+            **{k: {v.lower()} for k, v in (user_pins or {}).items()}}
     files = {}
     for sub in ("unet", "vqvae"):
         rel = _weight_file(folder, sub)
@@ -397,3 +408,204 @@ def verify_released(folder: Path, user_pins: dict[str, str] | None = None) -> di
                             f"with `yonos download {RELEASED_ENTRY}`")
         files[sub] = rel
     return files
+
+
+# ------------------------------------------------------------------------------------------------
+# StableSR's fine-tuned LDM-SR (the "LDM" of StableSR's and CCSR's tables) -> the released folder layout
+#
+#     python -m yonos.baselines.ldmsr convert [weights/stablesr_ldm_x4/ldmsr4x_finetune_119.ckpt] OUT_DIR
+#
+# Input: IceClear/LDM-SRtuning's Lightning checkpoint (HF Iceclear/StableSR, registry entry "stablesr_ldm_x4",
+# sha256 a4977665...), the bsr_sr architecture. Read with torch.load(weights_only=True) after its sha256 check.
+# Key mapping (k counts input_blocks from 1 and output_blocks from 0, level by level as openaimodel builds them):
+#   model.diffusion_model.time_embed.{0,2}        unet/time_embedding.linear_{1,2}
+#   ...input_blocks.0.0                           unet/conv_in
+#   ...input_blocks.k.0 (ResBlock)                unet/down_blocks.<level>.resnets.<j>: in_layers.0 -> norm1,
+#                                                 in_layers.2 -> conv1, emb_layers.1 -> time_emb_proj, out_layers.0
+#                                                 -> norm2, out_layers.3 -> conv2, skip_connection -> conv_shortcut
+#   ...input_blocks.k.1 (AttentionBlock)          unet/down_blocks.<level>.attentions.<j>: norm -> group_norm,
+#                                                 qkv (legacy order: per head q, k, v) -> to_q, to_k, to_v,
+#                                                 proj_out -> to_out.0
+#   ...input_blocks.k.0.op                        unet/down_blocks.<level>.downsamplers.0.conv
+#   ...middle_block.{0,1,2}                       unet/mid_block.resnets.0, attentions.0, resnets.1
+#   ...output_blocks.k.{0,1}                      unet/up_blocks.<u>.resnets.<j>, attentions.<j> (u = reversed level)
+#   ...output_blocks.k.{1|2}.conv                 unet/up_blocks.<u>.upsamplers.0.conv (last block of a level)
+#   ...out.{0,2}                                  unet/conv_norm_out, conv_out
+#   first_stage_model.{encoder,decoder,quant_conv,post_quant_conv}.*   vqvae/ (diffusers' convert_ldm_vae_checkpoint)
+#   first_stage_model.quantize.embedding.weight   vqvae/quantize.embedding.weight
+#   betas                                         checked against the scheduler written (LDM's linear 0.0015 -> 0.0155)
+# The trained weights (model.diffusion_model.*) are converted; an EMA copy (model_ema.*), if any, is not.
+
+FINETUNE_ENTRY = "stablesr_ldm_x4"
+FINETUNE_CKPT = "ldmsr4x_finetune_119.ckpt"
+FINETUNE_DIR = Path("weights") / FINETUNE_ENTRY
+CONVERSION_NAME = "conversion.json"
+UNET_PREFIX, VQ_PREFIX = "model.diffusion_model.", "first_stage_model."
+# CompVis bsr_sr (= LDM-SRtuning) in diffusers terms: the released unet/ and vqvae/ config.json (BASELINES.md 2.2)
+LDM_SR_UNET = dict(
+    in_channels=6, out_channels=3, sample_size=64, block_out_channels=(160, 320, 320, 640), layers_per_block=2,
+    down_block_types=("DownBlock2D",) * 3 + ("AttnDownBlock2D",),
+    up_block_types=("AttnUpBlock2D",) + ("UpBlock2D",) * 3,
+    attention_head_dim=32, norm_num_groups=32, norm_eps=1e-5, flip_sin_to_cos=True, freq_shift=0, downsample_padding=1,
+    time_embedding_type="positional", act_fn="silu")
+LDM_SR_VQ = dict(
+    block_out_channels=(128, 256, 512), down_block_types=("DownEncoderBlock2D",) * 3,
+    up_block_types=("UpDecoderBlock2D",) * 3, layers_per_block=2, latent_channels=3, num_vq_embeddings=8192,
+    norm_num_groups=32, sample_size=256)
+LDM_SR_SCHEDULER = dict(num_train_timesteps=1000, beta_start=0.0015, beta_end=0.0155, beta_schedule="scaled_linear",
+                        clip_sample=False, set_alpha_to_one=True, steps_offset=1)  # the released scheduler_config.json
+
+_RESNET = (("in_layers.0", "norm1"), ("in_layers.2", "conv1"), ("emb_layers.1", "time_emb_proj"),
+           ("out_layers.0", "norm2"), ("out_layers.3", "conv2"), ("skip_connection", "conv_shortcut"))
+
+
+def convert_unet(sd: dict[str, torch.Tensor], config) -> dict[str, torch.Tensor]:
+    """model.diffusion_model.* (openaimodel UNetModel) -> UNet2DModel state dict (mapping above)."""
+    src = {k[len(UNET_PREFIX):]: v for k, v in sd.items() if k.startswith(UNET_PREFIX)}
+    out, used = {}, set()
+
+    def take(s: str, d: str) -> None:
+        for p in ("weight", "bias"):
+            out[f"{d}.{p}"] = src[f"{s}.{p}"]
+            used.add(f"{s}.{p}")
+
+    def resnet(s: str, d: str) -> None:
+        for k in [k for k in src if k.startswith(s + ".")]:
+            rest = k[len(s) + 1:]
+            old, new = next((o, n) for o, n in _RESNET if rest.startswith(o + "."))
+            out[f"{d}.{new}{rest[len(old):]}"] = src[k]
+            used.add(k)
+
+    def attention(s: str, d: str, channels: int) -> None:
+        heads = channels // config["attention_head_dim"]
+        w, b = src[f"{s}.qkv.weight"][..., 0], src[f"{s}.qkv.bias"]  # Conv1d (3C, C, 1)
+        w, b = w.reshape(heads, 3, channels // heads, channels), b.reshape(heads, 3, channels // heads)
+        for i, name in enumerate(("to_q", "to_k", "to_v")):
+            out[f"{d}.{name}.weight"] = w[:, i].reshape(channels, channels).clone()
+            out[f"{d}.{name}.bias"] = b[:, i].reshape(channels).clone()
+        out[f"{d}.to_out.0.weight"] = src[f"{s}.proj_out.weight"][..., 0]
+        out[f"{d}.to_out.0.bias"] = src[f"{s}.proj_out.bias"]
+        take(f"{s}.norm", f"{d}.group_norm")
+        used.update(f"{s}.{n}.{p}" for n in ("qkv", "proj_out") for p in ("weight", "bias"))
+
+    chans, lpb = config["block_out_channels"], config["layers_per_block"]
+    n = len(chans)
+    down_attn = ["Attn" in t for t in config["down_block_types"]]
+    up_attn = ["Attn" in t for t in config["up_block_types"]]
+    take("time_embed.0", "time_embedding.linear_1")
+    take("time_embed.2", "time_embedding.linear_2")
+    take("input_blocks.0.0", "conv_in")
+    k = 1
+    for level in range(n):
+        for j in range(lpb):
+            resnet(f"input_blocks.{k}.0", f"down_blocks.{level}.resnets.{j}")
+            if down_attn[level]:
+                attention(f"input_blocks.{k}.1", f"down_blocks.{level}.attentions.{j}", chans[level])
+            k += 1
+        if level < n - 1:
+            take(f"input_blocks.{k}.0.op", f"down_blocks.{level}.downsamplers.0.conv")
+            k += 1
+    resnet("middle_block.0", "mid_block.resnets.0")
+    attention("middle_block.1", "mid_block.attentions.0", chans[-1])
+    resnet("middle_block.2", "mid_block.resnets.1")
+    k = 0
+    for u in range(n):
+        for j in range(lpb + 1):
+            resnet(f"output_blocks.{k}.0", f"up_blocks.{u}.resnets.{j}")
+            if up_attn[u]:
+                attention(f"output_blocks.{k}.1", f"up_blocks.{u}.attentions.{j}", chans[n - 1 - u])
+            if j == lpb and u < n - 1:
+                take(f"output_blocks.{k}.{2 if up_attn[u] else 1}.conv", f"up_blocks.{u}.upsamplers.0.conv")
+            k += 1
+    take("out.0", "conv_norm_out")
+    take("out.2", "conv_out")
+    left = sorted(set(src) - used)
+    if left:
+        raise UserError(f"LDM-SR U-Net: {len(left)} unmapped keys (e.g. {UNET_PREFIX}{left[0]}); the checkpoint's "
+                        f"U-Net differs from the configured architecture")
+    return out
+
+
+def convert_vq(sd: dict[str, torch.Tensor], config) -> dict[str, torch.Tensor]:
+    """first_stage_model.* (LDM's VQModelInterface) -> VQModel state dict."""
+    vq = {k: v for k, v in sd.items() if k.startswith(VQ_PREFIX) and not k.startswith(VQ_PREFIX + "loss.")}
+    out = convert_ldm_vae_checkpoint(vq, config)
+    out["quantize.embedding.weight"] = vq[VQ_PREFIX + "quantize.embedding.weight"]
+    return out
+
+
+def read_ckpt(path: Path, want: str | None) -> dict[str, torch.Tensor]:
+    """sha256 check, then torch.load(weights_only=True)["state_dict"]: tensors and containers only."""
+    if want is not None and file_sha256(path) != want:
+        raise UserError(f"{path}: sha256 is not the pinned {want[:12]}...; re-download it with "
+                        f"`yonos download {FINETUNE_ENTRY}`")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # UnpicklingError for anything outside the safe set, or a truncated file
+        raise UserError(f"{path}: cannot be read as plain tensors ({type(exc).__name__}); it is not the released "
+                        f"{FINETUNE_CKPT}") from None
+    sd = ckpt.get("state_dict", ckpt) if isinstance(ckpt, dict) else None
+    if not isinstance(sd, dict) or not any(k.startswith(UNET_PREFIX) for k in sd):
+        raise UserError(f"{path}: no {UNET_PREFIX}* weights inside; expected an LDM Lightning checkpoint")
+    return sd
+
+
+def finetune_pin() -> str | None:
+    from yonos.data.sources import file_pins
+
+    return next((p.sha256 for p in file_pins(FINETUNE_ENTRY) if p.path == FINETUNE_CKPT), None)
+
+
+def convert_finetune(ckpt: str | os.PathLike, out: str | os.PathLike, *, sha256: str | None = None,
+                     unet_config: dict = LDM_SR_UNET, vq_config: dict = LDM_SR_VQ,
+                     scheduler_config: dict = LDM_SR_SCHEDULER) -> Path:
+    """StableSR's fine-tuned LDM-SR checkpoint -> an LDMSuperResolutionPipeline folder at `out` (safetensors),
+    which `LDMSRPipeline.from_pretrained` / the ldmsr adapter read like the released one. `sha256` overrides
+    the registry's pin of the source file."""
+    ckpt, out = Path(ckpt), Path(out)
+    if not ckpt.is_file():
+        raise UserError(f"{ckpt}: missing; run `yonos download {FINETUNE_ENTRY}` or put {FINETUNE_CKPT} from "
+                        f"huggingface.co/Iceclear/StableSR in {ckpt.parent}/")
+    if out.exists():
+        raise UserError(f"{out}: already exists; choose a new output folder (an existing one is never overwritten)")
+    want = sha256 or finetune_pin()
+    sd = read_ckpt(ckpt, want)
+    unet, vqvae = UNet2DModel.from_config(unet_config), VQModel.from_config(vq_config)
+    scheduler = DDIMScheduler.from_config(scheduler_config)
+    for model, conv, what in ((unet, convert_unet, "U-Net"), (vqvae, convert_vq, "VQ autoencoder")):
+        missing, unexpected = model.load_state_dict(conv(sd, dict(model.config)), strict=False)
+        if missing or unexpected:
+            raise UserError(f"{ckpt}: {what} does not match the configured architecture ({len(missing)} missing, "
+                            f"e.g. {missing[:1]}; {len(unexpected)} unexpected, e.g. {unexpected[:1]})")
+    if "betas" in sd and not torch.allclose(sd["betas"].double(), scheduler.betas.double(), rtol=1e-4, atol=1e-7):
+        raise UserError(f"{ckpt}: its beta schedule is not LDM-SR's linear 0.0015 -> 0.0155; not an LDM-SR checkpoint")
+    with atomic_folder(out) as tmp:
+        LDMSuperResolutionPipeline(vqvae=vqvae, unet=unet, scheduler=scheduler).save_pretrained(
+            tmp, safe_serialization=True)
+        files = {rel: file_sha256(tmp / rel) for rel in (f"{sub}/{WEIGHT_NAMES[0]}" for sub in ("unet", "vqvae"))}
+        write_json(tmp / CONVERSION_NAME, {"source": FINETUNE_CKPT if ckpt.name == FINETUNE_CKPT else ckpt.name,
+                                            "source_sha256": want, "files": files,
+                                            "weights": "model.diffusion_model (not EMA)"})
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m yonos.baselines.ldmsr",
+                                 description="convert StableSR's fine-tuned LDM-SR checkpoint into a diffusers folder")
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    conv = sub.add_parser("convert", help=f"{FINETUNE_CKPT} -> LDMSuperResolutionPipeline folder")
+    conv.add_argument("ckpt", nargs="?", default=str(FINETUNE_DIR / FINETUNE_CKPT))
+    conv.add_argument("out", help="new folder, e.g. weights/ldm_sr_x4_stablesr")
+    conv.add_argument("--sha256", default=None, help="pin of the source file (default: the registry's)")
+    args = ap.parse_args(argv)
+    try:
+        convert_finetune(args.ckpt, args.out, sha256=args.sha256)
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"wrote {args.out}; use it with LDMSR(checkpoint=...) or {ENV_DIR}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
