@@ -15,6 +15,8 @@ Pieces (each a diffusers ModelMixin, so each saves as safetensors + JSON config)
   where StableSR's ResBlockDual applies its SPADE. diffusers' code is not modified.
 - `CFW`: fusion blocks (ResBlock -> RRDB x n -> ResBlock on [enc, dec]) added, times w, to the VAE
   decoder's features after the resnets of levels 1 .. L-2, by hooks on a diffusers AutoencoderKL.
+- Training (stages train_stablesr, train_stablesr_cfw): `eps_loss` on `SteeringOnly` (encoder + SFT; the
+  prior frozen and outside the trainer state), then `cfw_loss` on `CFWOnly` (the CFW; VAE frozen).
 
 Two variants of the SFT layer: `norm=False` (the miniature: h * (1 + gamma) + beta with gamma and beta
 zero-initialised, so at initialisation the frozen prior's output is unchanged exactly) and `norm=True`
@@ -426,6 +428,71 @@ def sample(model, scheduler: DDPMScheduler, z_l: torch.Tensor, null_emb: torch.T
 
 
 # ------------------------------------------------------------------------------------------------
+# Training: the two objectives and the modules `yonos.train.fit` optimises
+
+
+class SteeringOnly(nn.Module):
+    """The trainable part of a StableSRDenoiser (time-aware encoder + SFT) as the module `fit` trains.
+
+    The frozen prior is held outside the module tree, so it has no optimizer state, stays out of the
+    trainer state and keeps its eval mode while `fit` puts the encoder and SFT in train mode; the
+    forward still runs the whole denoiser, with the SFT hooks active. Move the denoiser to the
+    device yourself (accelerate only moves registered modules).
+    """
+
+    def __init__(self, denoiser: StableSRDenoiser):
+        super().__init__()
+        self.encoder, self.sft = denoiser.encoder, denoiser.sft
+        self._denoiser = (denoiser,)  # a tuple: not a submodule
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor, encoder_hidden_states: torch.Tensor) -> torch.Tensor:
+        return self._denoiser[0](x, t, encoder_hidden_states=encoder_hidden_states).sample
+
+
+def eps_loss(model, batch: dict, *, task, scale: int) -> torch.Tensor:
+    """StableSR's objective (LatentDiffusion's simple loss): E || eps - eps_theta(z_t, t; z_l) ||^2 with
+    z_t = sqrt(abar_t) z_h + sqrt(1 - abar_t) eps, t uniform over the prior's schedule.
+
+    `task` is a yonos.train.LatentSR (latents from the bank or encoded now, the schedule, the null text).
+    """
+    t = batch["t"]
+    if int(t.max()) >= len(task.alphas_cumprod) or int(t.min()) < 0:
+        raise ValueError(f"timestep {int(t.max())} outside the prior's schedule of {len(task.alphas_cumprod)}")
+    z_h, z_ls = task.latents(batch, [scale])
+    z_t = task.noisy(z_h, batch)
+    cond = task.null_emb.to(z_t.device, z_t.dtype).expand(z_t.shape[0], -1, -1)
+    eps_hat = model(torch.cat([z_t, z_ls[scale].to(z_t.dtype)], 1), t, cond)
+    return F.mse_loss(eps_hat.float(), batch["eps"].float())
+
+
+class CFWOnly(nn.Module):
+    """D(z; w * CFW(E-features of up(x_l))) in [0, 1] with only the CFW registered: the frozen VAE is
+    held outside the module tree (move it to the device yourself). w = 1 in training, as StableSR."""
+
+    def __init__(self, codec: CFWCodec, w: float = 1.0):
+        super().__init__()
+        if codec.cfw is None:
+            raise ValueError("CFWOnly needs a codec with a CFW")
+        self.cfw, self.w = codec.cfw, float(w)
+        self._codec = (codec,)
+
+    def forward(self, z0: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
+        codec = self._codec[0]
+        with torch.no_grad():  # the frozen encoder's features of the LR, recomputed each step as StableSR does
+            _, feats = codec.encode_with_features(up)
+        return codec.decode(z0, feats=feats, w=self.w)
+
+
+def cfw_loss(model, batch: dict, *, perceptual=None, perceptual_weight: float = 0.0) -> torch.Tensor:
+    """CFW's loss on the method's own latents: L1 + w_p * perceptual(clamped SR, HR) (StableSR adds a GAN term)."""
+    sr, hr = model(batch["z0"], batch["up"]), batch["hr"]
+    loss = F.l1_loss(sr, hr)
+    if perceptual is not None and perceptual_weight > 0:
+        loss = loss + perceptual_weight * perceptual(sr.clamp(0, 1), hr)
+    return loss
+
+
+# ------------------------------------------------------------------------------------------------
 # Pipeline: checkpoint folder + upscale
 
 FORMAT = 1
@@ -454,6 +521,12 @@ def miniature_encoder(unet: UNet2DConditionModel, out_channels: int | None = Non
         channel_mult=tuple(int(b) // width for b in c.block_out_channels), num_res_blocks=c.layers_per_block,
         attention_levels=tuple("CrossAttn" in t for t in c.down_block_types), num_heads=4,
         out_channels=out_channels or width, norm_num_groups=c.norm_num_groups)
+
+
+def miniature_cfw(cfg: dict, vae: AutoencoderKL) -> CFW:
+    """A fresh CFW for the miniature's VAE: one RRDB per fusion block, growth 16 (StableSR: 2 and 32)."""
+    groups = cfg["autoencoder"]["norm_num_groups"] if "autoencoder" in cfg else 32
+    return CFW.for_vae(vae, num_fuse_block=1, num_grow_ch=16, norm_num_groups=groups)
 
 
 class StableSRPipeline:
@@ -494,8 +567,7 @@ class StableSRPipeline:
         encoder = miniature_encoder(unet)
         sft = SFTAdapter.for_unet(unet, cond_channels=encoder.config.out_channels, hidden=encoder.config.model_channels,
                                   norm=False, norm_num_groups=unet.config.norm_num_groups)
-        groups = cfg["autoencoder"]["norm_num_groups"] if "autoencoder" in cfg else 32
-        cfw = CFW.for_vae(vae, num_fuse_block=1, num_grow_ch=16, norm_num_groups=groups)
+        cfw = miniature_cfw(cfg, vae)
         null_emb = null_text_embedding(unet, cfg["model"].get("null_text_tokens", 1))
         return cls(StableSRDenoiser(unet, encoder, sft), vae, cfw, make_ddpm_scheduler(cfg["model"]), null_emb,
                    scale, options)
