@@ -35,10 +35,11 @@ ARMS: dict[str, dict] = {
     "ema": {"train.ema_decay": 0.999},                       # issue 8 item 6: does EMA help one step?
     "zero_snr": {"model.rescale_betas_zero_snr": True},      # alpha_999 = 0: training at t = T sees pure noise
     "start_condition": {"model.start": "condition"},         # DDIM from alpha_T z_l + sigma_T eps
+    "prior": {"teacher.init": "prior"},                      # the teacher fine-tunes the pinned prior, as the paper SD
     "seed1": {"seed": 1},                                    # training seeds (init and example stream)
     "seed2": {"seed": 2},
 }
-SHARED_STAGES = ("scan_data", "prepare_data", "train_autoencoder", "encode_latents")
+SHARED_STAGES = ("scan_data", "prepare_data", "train_autoencoder", "encode_latents", "train_prior")
 TRAIN_STAGES = ("train_teacher", "distill_student", "train_direct", "finetune_decoder")
 STUDY_SETS = ("embedded", "b100")  # of the profile's evaluate.sets: the sweep crops and full B100
 STUDY_STEPS = [1, 2, 4]            # an arm's step sweep: the few-step end, where the claims are made

@@ -15,16 +15,28 @@ import sys
 from yonos.config import load_params, run_dir
 from yonos.errors import UserError
 from yonos.stages._common import run_stage
+from yonos.stages.evaluate_baseline import VARIANTS as BASELINES
+from yonos.stages.evaluate_baseline import run_method, stage_name
 
-ORDER = ("scan_data", "prepare_data", "train_autoencoder", "encode_latents", "train_teacher", "distill_student",
-         "train_direct", "finetune_decoder", "evaluate", "evaluate_real", "diagnose_onestep", "report")
+ORDER = ("scan_data", "prepare_data", "train_autoencoder", "encode_latents", "train_prior", "train_teacher",
+         "distill_student", "train_direct", "finetune_decoder", "train_sr3", "train_ldmsr", "train_stablesr",
+         "train_stablesr_cfw", "evaluate", "evaluate_real", *(stage_name(m) for m in BASELINES), "diagnose_onestep",
+         "report")
+
+
+def stage_run(name: str):
+    """The `run(cfg)` of a stage: its module's, or evaluate_baseline's for an evaluate_<method> stage."""
+    for method in BASELINES:
+        if name == stage_name(method):
+            return lambda cfg: run_method(cfg, method)
+    return importlib.import_module(f"yonos.stages.{name}").run
 
 
 def run_all(cfg: dict, until: str = "evaluate") -> None:
     if not (cfg.get("report") or {}).get("out_dir"):
         cfg["report"] = {**(cfg.get("report") or {}), "out_dir": str(run_dir(cfg, "report"))}
     for name in ORDER[: ORDER.index(until) + 1]:
-        run_stage(name, importlib.import_module(f"yonos.stages.{name}").run, cfg)
+        run_stage(name, stage_run(name), cfg)
 
 
 def main(argv: list[str] | None = None) -> int:
