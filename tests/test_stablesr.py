@@ -368,3 +368,13 @@ def test_converter_rejects_a_wrong_hash_and_names_missing_files(released, tmp_pa
         convert_stablesr(tmp_path / "empty", tmp_path / "x", hashes=hashes, **kw)
     # the default pins are the registry's (yonos/data/pins/hf_files.tsv)
     assert pinned_hashes()[UNET_CKPT].startswith("b8862bf3") and pinned_hashes()[CFW_CKPT].startswith("5b20ed9a")
+
+
+def test_a_two_level_autoencoder_saves_no_cfw_and_loads_back(tmp_path):
+    """A 2-level VAE has no decoder level to fuse at: the empty CFW is not written (it could not be read back)."""
+    cfg = {**CFG, "autoencoder": {**VAE, "block_out_channels": [8, 16]}}
+    p = ss.StableSRPipeline.from_params(cfg, 4, seed=0, options={"steps": 1})
+    assert p.cfw is not None and len(p.cfw.fusion_layers) == 0
+    p.save_pretrained(tmp_path / "ckpt")
+    assert not (tmp_path / "ckpt" / "cfw").exists()
+    assert ss.StableSRPipeline.from_pretrained(tmp_path / "ckpt").cfw is None

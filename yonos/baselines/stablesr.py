@@ -600,8 +600,9 @@ class StableSRPipeline:
         """Write the folder beside `path`, then rename it into place (never half-written)."""
         d = self.denoiser
         with atomic_folder(path) as tmp:
+            cfw = self.cfw if self.cfw is not None and len(self.cfw.fusion_layers) else None  # 2-level VAE: none
             for name, model in (("unet", d.unet), ("encoder", d.encoder), ("sft", d.sft), ("vae", self.vae),
-                                ("cfw", self.cfw)):
+                                ("cfw", cfw)):
                 if model is not None:
                     model.save_pretrained(tmp / name, safe_serialization=True)
             self.scheduler.save_pretrained(tmp / "scheduler")
