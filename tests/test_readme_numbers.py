@@ -142,9 +142,22 @@ def test_report_stage_fills_the_block(tmp_path, monkeypatch):
     (tmp_path / "runs" / "embedded" / "evaluate").mkdir(parents=True)
     pd.DataFrame(rows).to_csv(tmp_path / "runs" / "embedded" / "evaluate" / "results.csv", index=False)
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(report, "write_figures", lambda df, rp, out, roots: {})  # figures: test_report.py
+    monkeypatch.setattr(report, "write_figures", lambda df, rp, out, roots, column_steps=None: {})  # figures: test_report.py
     path = write_readme(tmp_path, "reports/embedded/metrics.json")
     report.run({"profile": "embedded", "run_root": "runs", "report": {"out_dir": "reports/other"}})
     assert "stale 34.56" in path.read_text()                          # another report: untouched
     report.run({"profile": "embedded", "run_root": "runs", "report": {"out_dir": "reports/embedded"}})
     assert "stale" not in path.read_text() and "27.30 vs 26.67 dB (+0.63)" in flat(path.read_text())
+
+
+def test_baselines_and_claim_3_are_quoted_from_the_report():
+    m = with_full_sets()
+    m["embedded"] |= {"sr3_x4@1": {"psnr": 9.3}, "sr3_x4@100": {"psnr": 19.72}, "sr3_x4@16": {"psnr": 19.74},
+                      "stablesr_x4@200": {"psnr": 21.0}}
+    c = claims()
+    c.loc[len(c)] = {"claim": "3: one step beats StableSR-200", "dataset": "embedded", "metric": "psnr", "steps": 1,
+                     "seeds": 1, "images": 30, "diff": 4.46, "low": 4.1, "high": 4.8, "verdict": "reproduced"}
+    text = flat(readme.render(m, c))
+    assert "SR3 19.72 dB at 100 steps (best 19.74 at 16); StableSR 21.00 dB at 200 steps (best 21.00 at 200)." in text
+    assert "YONOS − StableSR: the held-out crops psnr +4.46 dB [+4.10, +4.80] (reproduced)." in text
+    assert "Baselines" not in flat(readme.render(with_full_sets(), claims()))  # none evaluated: no line

@@ -154,6 +154,8 @@ def render(metrics: dict, claims: pd.DataFrame | None = None) -> str:
     if parts:
         lines.append(f"- **Steps** (held-out crops): PSNR-Y of the ×4 models against DDIM steps: {'; '.join(parts)}.")
 
+    lines += _baseline_lines(v, claims, title)
+
     real = []
     for ds, name in REAL_SETS.items():
         b, stu = v("bicubic@0", "psnr", ds), v("distilled_x4@1", "psnr", ds)
@@ -175,6 +177,32 @@ def render(metrics: dict, claims: pd.DataFrame | None = None) -> str:
     # Wrapped like the rest of the README (markdown joins the lines again).
     wrap = textwrap.TextWrapper(width=WIDTH, subsequent_indent="  ", break_long_words=False, break_on_hyphens=False)
     return "\n".join(wrap.fill(line) for line in lines) + "\n"
+
+
+BASELINES = {"sr3_x4": "SR3", "ldmsr_x4": "LDM-SR", "stablesr_x4": "StableSR"}
+
+
+def _baseline_lines(v: _Metrics, claims: pd.DataFrame | None, title) -> list[str]:
+    """The baselines on the held-out crops (at their largest and their best step count) and Claim 3's verdicts."""
+    parts = []
+    for variant, name in BASELINES.items():
+        curve = {s: v(f"{variant}@{s}", "psnr") for s in v.steps(variant)}
+        curve = {s: x for s, x in curve.items() if not math.isnan(x)}
+        if curve:
+            last, peak = max(curve), max(curve, key=curve.get)
+            parts.append(f"{name} {_db(curve[last])} dB at {last} steps (best {_db(curve[peak])} at {peak})")
+    if not parts:
+        return []
+    yonos, bicubic = v("distilled_x4+decoder@1", "psnr"), v("bicubic@0", "psnr")
+    lines = [f"- **Baselines, trained at YONOS's budget** (held-out crops, PSNR-Y; YONOS + decoder at one step "
+             f"{_db(yonos)} dB, bicubic {_db(bicubic)} dB): {'; '.join(parts)}."]
+    said = [f"{title(r['dataset'])} {r['metric']} {_diff(r, ' dB' if r['metric'] == 'psnr' else '')} ({r['verdict']})"
+            for r in (claims[claims["claim"].astype(str).str.startswith("3")].to_dict("records")
+                      if claims is not None and not claims.empty else [])]
+    if said:
+        lines.append("- **Claim 3 (one step beats StableSR at 200 steps), equal training budget:** YONOS − StableSR: "
+                     + "; ".join(said) + ".")
+    return lines
 
 
 def block(source: str, metrics: dict, claims: pd.DataFrame | None = None) -> str:
