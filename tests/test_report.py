@@ -176,7 +176,7 @@ def test_readme_links_and_captions_everything(reports):
     for rel in ("figures/steps_embedded.png", "figures/pareto_realsr.png", "figures/grid_embedded.png",
                 "tables/realsr.tex", "metrics.json", "steps_quality.csv", "docs/metrics.md"):
         assert rel in text, rel
-    assert re.search(r"Not available: [^*]*Distilled \+ dec\.", text)
+    assert re.search(r"Not available: [^*]*\+ decoder", text)
     assert "| train_teacher | 125.0 | 0:02:05 |" in text
 
 

@@ -26,8 +26,8 @@ STYLE = {"font.size": 7, "axes.titlesize": 7, "axes.labelsize": 7, "legend.fonts
 GRID_COLUMNS = ("lr", "bicubic", "sr3_x4", "ldmsr_x4", "stablesr_x4", "direct_x4", "distilled_x4",
                 "distilled_x4+decoder", "hr")
 GRID_TITLES = {"lr": "LR", "hr": "HR", "bicubic": "Bicubic", "sr3_x4": "SR3", "ldmsr_x4": "LDM-SR",
-               "stablesr_x4": "StableSR", "direct_x4": "Direct ×4", "distilled_x4": "Distilled ×4",
-               "distilled_x4+decoder": "Distilled + dec."}
+               "stablesr_x4": "StableSR", "direct_x4": "Direct", "distilled_x4": "Distilled",
+               "distilled_x4+decoder": "+ decoder"}
 
 
 def _colour(variant: str):
