@@ -38,3 +38,15 @@ def test_evaluate_real_still_picks_named_variants_of_evaluate(smoke_cfg):
 def test_an_unknown_method_is_refused_with_usage(argv, capsys):
     assert main(argv) == 2
     assert "usage: python -m yonos.stages.evaluate_baseline {sr3,ldmsr,stablesr}" in capsys.readouterr().err
+
+
+def test_the_budget_arm_gives_ldmsr_five_times_the_equal_budget(repo_root):
+    from yonos import study
+    from yonos.baselines.budget import sr_steps
+    from yonos.config import load_params
+
+    cfg = load_params(repo_root / "params.yaml", "embedded")
+    arm = study.arm_config(cfg, "ldmsr_budget5")
+    assert study.BUDGET_ARMS["ldmsr_budget5"][0] == "ldmsr"
+    assert sr_steps(arm) == 5 * sr_steps(cfg)
+    assert arm["evaluate_baselines"] == cfg["evaluate_baselines"]   # scored on the same sets and steps

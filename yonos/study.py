@@ -39,6 +39,11 @@ ARMS: dict[str, dict] = {
     "seed1": {"seed": 1},                                    # training seeds (init and example stream)
     "seed2": {"seed": 2},
 }
+# A baseline at a multiple of the equal budget (yonos/baselines/budget.py): is its shortfall the budget or
+# its implementation? Overrides scale teacher.steps and distill.steps, from which the budget is derived.
+BUDGET_ARMS: dict[str, tuple[str, dict]] = {
+    "ldmsr_budget5": ("ldmsr", {"teacher.steps": 4000, "distill.steps": 2500}),  # 5 x 1300 optimiser steps
+}
 SHARED_STAGES = ("scan_data", "prepare_data", "train_autoencoder", "encode_latents", "train_prior")
 TRAIN_STAGES = ("train_teacher", "distill_student", "train_direct", "finetune_decoder")
 STUDY_SETS = ("embedded", "b100")  # of the profile's evaluate.sets: the sweep crops and full B100
@@ -68,11 +73,13 @@ def apply(cfg: dict, overrides: dict) -> dict:
 
 
 def arm_config(cfg: dict, arm: str) -> dict:
-    if arm not in ARMS:
-        raise UserError(f"study: unknown arm {arm!r}; choose from {', '.join(ARMS)}")
-    out = apply(cfg, ARMS[arm])
+    if arm not in ARMS and arm not in BUDGET_ARMS:
+        raise UserError(f"study: unknown arm {arm!r}; choose from {', '.join([*ARMS, *BUDGET_ARMS])}")
+    out = apply(cfg, ARMS[arm] if arm in ARMS else BUDGET_ARMS[arm][1])
     out["run_root"] = str(study_root(cfg) / arm)
     out["train"] = {**out["train"], "checkpoint_every": CHECKPOINT_EVERY}  # a killed arm resumes (not in identity)
+    if arm in BUDGET_ARMS:
+        return out  # the baseline's own evaluate stage, with the main run's sets and step sweep
     sets = [e for e in out["evaluate"]["sets"] if (e if isinstance(e, str) else e["name"]) in STUDY_SETS]
     variants = {k: v for k, v in out["evaluate"]["variants"].items() if k in (*COMPARED, "bicubic")}
     out["evaluate"] = {**out["evaluate"], "sets": sets, "steps": STUDY_STEPS, "variants": variants}
@@ -95,6 +102,14 @@ def run_arm(cfg: dict, arm: str) -> None:
 
     acfg = arm_config(cfg, arm)
     link_shared(cfg, acfg)
+    if arm in BUDGET_ARMS:
+        from yonos.stages.evaluate_baseline import run_method, stage_name
+
+        method = BUDGET_ARMS[arm][0]
+        print(f"[study] {arm}: train_{method}, {stage_name(method)}", file=sys.stderr)
+        run_stage(f"train_{method}", importlib.import_module(f"yonos.stages.train_{method}").run, acfg)
+        run_stage(stage_name(method), lambda c: run_method(c, method), acfg)
+        return
     for stage in (*TRAIN_STAGES, "evaluate", "diagnose_onestep"):
         print(f"[study] {arm}: {stage}", file=sys.stderr)
         run_stage(stage, importlib.import_module(f"yonos.stages.{stage}").run, acfg)
@@ -138,6 +153,27 @@ def claims_over_seeds(cfg: dict) -> pd.DataFrame:
     return claims.verdicts(pd.concat(frames, ignore_index=True), specs, STUDY_STEPS)
 
 
+def budget_table(cfg: dict) -> str:
+    """PSNR-Y on the held-out crops against sampling steps: each budget arm beside the main run's baseline."""
+    from yonos.stages.evaluate_baseline import stage_name
+
+    lines = []
+    for arm, (method, overrides) in BUDGET_ARMS.items():
+        frames = {label: run_dir(c, stage_name(method), "results.csv")
+                  for label, c in (("equal budget (main run)", cfg), (arm, arm_config(cfg, arm)))}
+        if not all(f.is_file() for f in frames.values()):
+            continue
+        rows = {label: pd.read_csv(f).query("dataset == 'embedded' and metric == 'psnr'").set_index("steps")["value"]
+                for label, f in frames.items()}
+        steps = sorted(set.intersection(*(set(r.index) for r in rows.values())))
+        lines += [f"### {method}: {', '.join(f'{k}={v}' for k, v in overrides.items())}", "",
+                  "| budget | " + " | ".join(f"{s} steps" for s in steps) + " |",
+                  "|---|" + "---:|" * len(steps)]
+        lines += [f"| {label} | " + " | ".join(f"{r[s]:.2f}" for s in steps) + " |" for label, r in rows.items()]
+        lines.append("")
+    return "\n".join(lines)
+
+
 def write_report(cfg: dict, out: str | Path = "reports/claims") -> Path:
     out = Path(out)
     seeds, arms = claims_over_seeds(cfg), judge_arms(cfg)
@@ -159,6 +195,11 @@ def write_report(cfg: dict, out: str | Path = "reports/claims") -> Path:
             + "\n## Ablations\n\nEach arm (A) against the main run (B) on the same images and noise seeds at "
             "one DDIM step: one training seed per arm, so the interval covers images only. Arms not run are "
             "absent.\n\n" + (claims.to_markdown(arms) if len(arms) else "No arm has been run.\n"))
+    budget = budget_table(cfg)
+    if budget:
+        text += ("\n## Baselines at more budget\n\nPSNR-Y (dB) on the held-out crops against sampling steps: a "
+                 "baseline trained at a multiple of the equal budget beside the same baseline at it "
+                 "(`python -m yonos.study run ldmsr_budget5`).\n\n" + budget)
     write_text(out / "README.md", text)
     return out / "README.md"
 
@@ -166,7 +207,7 @@ def write_report(cfg: dict, out: str | Path = "reports/claims") -> Path:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m yonos.study", description=__doc__.splitlines()[0])
     parser.add_argument("command", choices=["run", "report"])
-    parser.add_argument("arms", nargs="*", help=f"run: arms to train ({', '.join(ARMS)})")
+    parser.add_argument("arms", nargs="*", help=f"run: arms to train ({', '.join([*ARMS, *BUDGET_ARMS])})")
     parser.add_argument("--profile", default=None)
     parser.add_argument("--params", default="params.yaml")
     args = parser.parse_args(argv)
