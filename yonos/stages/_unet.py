@@ -120,7 +120,7 @@ def train_unet(cfg: dict, pipe: YonosPipeline, loss, *, stream: str, steps: int,
     The trainer state in out/state is resumed when `identity` matches, refused when not; `cfg["fresh"]`
     (the stages' --fresh) discards it first."""
     tcfg = cfg["train"]
-    state, ckpt = out / "state", out / "checkpoint"
+    ckpt = out / "checkpoint"
     pipe.unet.train().requires_grad_(True)
     side = tcfg["hr_crop"] // vae_factor(pipe.vae)
     latent_shape = (pipe.vae.config.latent_channels, side, side)
@@ -134,15 +134,24 @@ def train_unet(cfg: dict, pipe: YonosPipeline, loss, *, stream: str, steps: int,
         YonosPipeline(unet, pipe.vae, pipe.scheduler, pipe.null_emb, pipe.scale, pipe.start).save_pretrained(
             ckpt, trained_steps=step, stage=out.name)
 
+    return fit_stage(cfg, pipe.unet, loss, lambda n: example_stream(cfg, n, stream=stream, latent_shape=latent_shape),
+                     steps=steps, batch_size=tcfg["batch_size"], out=out, identity=identity, on_done=save, desc=desc,
+                     accelerator=accelerator)
+
+
+def fit_stage(cfg: dict, model, loss, examples, *, steps: int, batch_size: int, out: Path, identity: dict, on_done,
+              desc: str, accelerator=None) -> dict:
+    """`fit` as every SR training stage runs it (YONOS's U-Nets and the baselines): params `train`'s optimiser
+    settings, the trainer state in out/state (resumed, refused on a changed identity, discarded by --fresh),
+    out/train_log.json with every step's loss; returns the stage's timing."""
+    tcfg = cfg["train"]
     result = fit(
-        pipe.unet, loss,
-        lambda n: example_stream(cfg, n, stream=stream, latent_shape=latent_shape),
-        accelerator=accelerator, steps=steps, batch_size=tcfg["batch_size"], lr=tcfg["lr"],
-        warmup_steps=tcfg["warmup_steps"], weight_decay=tcfg["weight_decay"], grad_clip=tcfg["grad_clip"],
-        state_dir=state, identity=identity, fresh=bool(cfg.get("fresh")), checkpoint_every=tcfg["checkpoint_every"],
-        ema_decay=tcfg["ema_decay"], on_done=save, desc=desc,
+        model, loss, examples, accelerator=accelerator or make_accelerator(cfg, tcfg["grad_accum"]), steps=steps,
+        batch_size=batch_size, lr=tcfg["lr"], warmup_steps=tcfg["warmup_steps"], weight_decay=tcfg["weight_decay"],
+        grad_clip=tcfg["grad_clip"], state_dir=out / "state", identity=identity, fresh=bool(cfg.get("fresh")),
+        checkpoint_every=tcfg["checkpoint_every"], ema_decay=tcfg["ema_decay"], on_done=on_done, desc=desc,
     )
-    write_json(out / "train_log.json", {"steps": result.steps, "seconds": result.seconds,
+    write_json(out / "train_log.json", {"steps": result.steps, "seconds": result.seconds, "batch_size": batch_size,
                                         "final_loss": result.final_loss, "loss_every_step": result.losses})
     return {"timing": {"train_seconds": round(result.seconds, 2), "steps": result.steps,
                        "final_loss": result.final_loss}}

@@ -13,11 +13,10 @@ from safetensors.torch import load_file
 from yonos.baselines import budget
 from yonos.baselines.ldmsr import LDMSRPipeline, LDMSRTask, ldmsr_loss
 from yonos.config import run_dir
-from yonos.io import write_json
 from yonos.models import LatentCodec, vae_factor
 from yonos.stages._common import load_folder, stage_main
-from yonos.stages._unet import load_vae, training_identity
-from yonos.train import CropStream, LatentBank, fit, make_accelerator
+from yonos.stages._unet import fit_stage, load_vae, training_identity
+from yonos.train import CropStream, LatentBank, make_accelerator
 
 NAME = "train_ldmsr"
 TRAIN_KEYS = ("unet", "num_train_timesteps", "beta_start", "beta_end")  # of params' `ldmsr`: what training reads
@@ -55,18 +54,10 @@ def run(cfg: dict) -> dict:
         pipe.unet = unet
         pipe.save_pretrained(out / "checkpoint", trained_steps=step, stage=NAME, budget=budget.describe(cfg))
 
-    result = fit(
-        pipe.unet, partial(ldmsr_loss, task=task),
-        lambda n: examples(cfg, n, stream=f"x{scale}", latent_shape=latent_shape),
-        accelerator=accelerator, steps=steps, batch_size=batch, lr=tcfg["lr"], warmup_steps=tcfg["warmup_steps"],
-        weight_decay=tcfg["weight_decay"], grad_clip=tcfg["grad_clip"], state_dir=out / "state", identity=identity,
-        fresh=bool(cfg.get("fresh")), checkpoint_every=tcfg["checkpoint_every"], ema_decay=tcfg["ema_decay"],
-        on_done=save, desc=f"ldmsr x{scale}",
-    )
-    write_json(out / "train_log.json", {"steps": result.steps, "seconds": result.seconds,
-                                        "final_loss": result.final_loss, "loss_every_step": result.losses})
-    return {"timing": {"train_seconds": round(result.seconds, 2), "steps": result.steps,
-                       "final_loss": result.final_loss}}
+    return fit_stage(cfg, pipe.unet, partial(ldmsr_loss, task=task),
+                     lambda n: examples(cfg, n, stream=f"x{scale}", latent_shape=latent_shape),
+                     steps=steps, batch_size=batch, out=out, identity=identity, on_done=save, desc=f"ldmsr x{scale}",
+                     accelerator=accelerator)
 
 
 def main() -> int:

@@ -16,10 +16,8 @@ from yonos.baselines import budget
 from yonos.baselines.sr3 import NoiseLevels, SR3Pipeline, gammas, sr3_loss
 from yonos.checkpoint import digest
 from yonos.config import run_dir
-from yonos.io import write_json
 from yonos.stages._common import stage_main
-from yonos.stages._unet import example_stream
-from yonos.train import fit, make_accelerator
+from yonos.stages._unet import example_stream, fit_stage
 
 NAME = "train_sr3"
 
@@ -41,7 +39,7 @@ def identity(cfg: dict, *, scale: int, steps: int, batch_size: int) -> dict:
 
 
 def run(cfg: dict) -> dict:
-    tcfg, out = cfg["train"], run_dir(cfg, NAME)
+    out = run_dir(cfg, NAME)
     scale, steps, batch = cfg["direct"]["scale"], budget.sr_steps(cfg), budget.batch_size(cfg)
     pipe = SR3Pipeline.from_params(cfg, scale, seed=cfg["seed"])
     pipe.unet.train().requires_grad_(True)
@@ -56,18 +54,11 @@ def run(cfg: dict) -> dict:
         pipe.unet = unet
         pipe.save_pretrained(out / "checkpoint", trained_steps=step, stage=NAME, budget=budget.describe(cfg))
 
-    result = fit(
-        pipe.unet, partial(sr3_loss, scale=scale, degradation=cfg["degradation"], multiple=pipe.multiple),
-        examples, accelerator=make_accelerator(cfg, tcfg["grad_accum"]), steps=steps, batch_size=batch,
-        lr=tcfg["lr"], warmup_steps=tcfg["warmup_steps"], weight_decay=tcfg["weight_decay"],
-        grad_clip=tcfg["grad_clip"], state_dir=out / "state",
-        identity=identity(cfg, scale=scale, steps=steps, batch_size=batch), fresh=bool(cfg.get("fresh")),
-        checkpoint_every=tcfg["checkpoint_every"], ema_decay=tcfg["ema_decay"], on_done=save, desc=f"sr3 x{scale}",
-    )
-    write_json(out / "train_log.json", {"steps": result.steps, "seconds": result.seconds,
-                                        "final_loss": result.final_loss, "loss_every_step": result.losses})
-    return {"timing": {"train_seconds": round(result.seconds, 2), "steps": result.steps,
-                       "final_loss": result.final_loss}}
+    return fit_stage(cfg, pipe.unet, partial(sr3_loss, scale=scale, degradation=cfg["degradation"],
+                                             multiple=pipe.multiple),
+                     examples, steps=steps, batch_size=batch, out=out,
+                     identity=identity(cfg, scale=scale, steps=steps, batch_size=batch), on_done=save,
+                     desc=f"sr3 x{scale}")
 
 
 def main() -> int:

@@ -19,11 +19,10 @@ from yonos.baselines import budget
 from yonos.baselines.stablesr import StableSRPipeline, SteeringOnly, eps_loss
 from yonos.config import run_dir
 from yonos.errors import UserError
-from yonos.io import write_json
 from yonos.models import LatentCodec, vae_factor
 from yonos.stages._common import stage_main
-from yonos.stages._unet import example_stream, load_vae, training_identity
-from yonos.train import LatentSR, fit, make_accelerator
+from yonos.stages._unet import example_stream, fit_stage, load_vae, training_identity
+from yonos.train import LatentSR, make_accelerator
 
 NAME = "train_stablesr"
 OPTIONS = ("steps", "cfw_weight", "colour_fix")  # the `stablesr` params stored as the checkpoint's options
@@ -84,18 +83,10 @@ def run(cfg: dict) -> dict:
         cfg, {"stablesr": {"scale": scale, "steps": steps, "batch_size": batch, "objective": "eps mse",
                            "trained": "time-aware encoder + SFT (zero-init)"}, "prior": prior_sha},
         init="new encoder and SFT from seed")
-    result = fit(
-        SteeringOnly(denoiser), lambda model, b: eps_loss(model, b, task=task, scale=scale),
-        lambda n: example_stream(cfg, n, stream=f"x{scale}", latent_shape=latent_shape),
-        accelerator=accelerator, steps=steps, batch_size=batch, lr=tcfg["lr"], warmup_steps=tcfg["warmup_steps"],
-        weight_decay=tcfg["weight_decay"], grad_clip=tcfg["grad_clip"], state_dir=out / "state", identity=identity,
-        fresh=bool(cfg.get("fresh")), checkpoint_every=tcfg["checkpoint_every"], ema_decay=tcfg["ema_decay"],
-        on_done=save, desc=f"stablesr x{scale}",
-    )
-    write_json(out / "train_log.json", {"steps": result.steps, "seconds": result.seconds, "batch_size": batch,
-                                        "final_loss": result.final_loss, "loss_every_step": result.losses})
-    return {"timing": {"train_seconds": round(result.seconds, 2), "steps": result.steps,
-                       "final_loss": result.final_loss}}
+    return fit_stage(cfg, SteeringOnly(denoiser), lambda model, b: eps_loss(model, b, task=task, scale=scale),
+                     lambda n: example_stream(cfg, n, stream=f"x{scale}", latent_shape=latent_shape),
+                     steps=steps, batch_size=batch, out=out, identity=identity, on_done=save,
+                     desc=f"stablesr x{scale}", accelerator=accelerator)
 
 
 def main() -> int:
