@@ -251,3 +251,20 @@ def test_hidden_leftovers_are_named_not_upscaled(tiny_checkpoint, tmp_path, caps
     assert main(["upscale", str(src), str(tmp_path / "out"), "--checkpoint", str(tiny_checkpoint)]) == 0
     assert f"skipped {src / '.a.png.x1y2.tmp.png'}: a hidden file" in capsys.readouterr().err
     assert [p.name for p in (tmp_path / "out").iterdir()] == ["a.png"]
+
+
+@pytest.mark.parametrize("method", ["sr3", "ldmsr", "stablesr"])
+def test_a_baseline_checkpoint_upscales_through_its_adapter(method, smoke_cfg, tmp_path, capsys):
+    """`yonos upscale` reads the checkpoint's kind from its config file: SR3, LDM-SR and StableSR folders work."""
+    import importlib
+
+    pipeline = {"sr3": "SR3Pipeline", "ldmsr": "LDMSRPipeline", "stablesr": "StableSRPipeline"}[method]
+    module = importlib.import_module(f"yonos.baselines.{method}")
+    getattr(module, pipeline).from_params(smoke_cfg, 4, seed=0).save_pretrained(tmp_path / "ckpt")
+    src = png(tmp_path / "a.png", size=(8, 8))
+    assert main(["upscale", str(src), str(tmp_path / "b.png"), "--checkpoint", str(tmp_path / "ckpt"),
+                 "--steps", "2"]) == 0
+    assert Image.open(tmp_path / "b.png").size == (32, 32)
+    assert f"a {method} checkpoint" in capsys.readouterr().err
+    assert main(["upscale", str(src), str(tmp_path / "c.png"), "--checkpoint", str(tmp_path / "ckpt"),
+                 "--scale", "2"]) == 2 and not (tmp_path / "c.png").exists()

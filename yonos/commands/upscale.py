@@ -25,8 +25,11 @@ def register(sub) -> None:
                        description=__doc__.splitlines()[0])
     p.add_argument("input", help="image file or folder of images")
     p.add_argument("output", help="output file (for a file input) or folder (for a folder input)")
-    p.add_argument("--checkpoint", required=True, help="folder written by a training stage (yonos_config.json)")
-    p.add_argument("--steps", type=int, default=1, help="DDIM steps, 1..1000 (default 1: the one-step model)")
+    p.add_argument("--checkpoint", required=True,
+                   help="folder written by a training stage: YONOS (yonos_config.json) or a baseline "
+                        "(train_sr3, train_ldmsr, train_stablesr_cfw, or a converted release)")
+    p.add_argument("--steps", type=int, default=None,
+                   help="sampling steps, 1..1000 (default: 1 for YONOS, the one-step model; a baseline's own default)")
     p.add_argument("--seed", type=int, default=0, help="noise seed; each image uses this seed")
     p.add_argument("--scale", type=int, default=None, help="expected scale; refused if the checkpoint differs")
     p.add_argument("--format", default=None, choices=[s.lstrip(".") for s in IMAGE_SUFFIXES],
@@ -141,6 +144,7 @@ def check_memory(jobs, sizes, info: dict, max_gib: float | None, device) -> None
 
 
 def check_args(args, info: dict) -> None:
+    args.steps = 1 if args.steps is None else args.steps
     if not 1 <= args.steps <= info["num_train_timesteps"]:
         raise UserError(f"--steps {args.steps}: must be between 1 and {info['num_train_timesteps']}")
     if args.scale is not None and args.scale != info["scale"]:
@@ -150,10 +154,53 @@ def check_args(args, info: dict) -> None:
         raise UserError(f"--max-memory {args.max_memory:g}: must be a positive number of GiB")
 
 
+def baseline_of(checkpoint: str | os.PathLike) -> str | None:
+    """The registered method whose checkpoint folder this is (by its config file), or None (YONOS's own)."""
+    from yonos.baselines import ldmsr, sr3, stablesr
+
+    folder = Path(checkpoint)
+    for method, config_names in (("sr3", [sr3.CONFIG_NAME]), ("ldmsr", [ldmsr.CONFIG_NAME, "model_index.json"]),
+                                 ("stablesr", [stablesr.CONFIG_NAME])):
+        if any((folder / name).is_file() for name in config_names):
+            return method
+    return None
+
+
+def run_baseline(args, method_name: str) -> int:
+    """A baseline's checkpoint through its adapter (`upscale` contract), at its default steps unless --steps.
+    Its peak memory is not estimated (YONOS's memory model does not cover it) and it is not tiled."""
+    from yonos.plugins import load_method
+    from yonos.sampler import per_image_generators
+
+    if args.steps is not None and not 1 <= args.steps <= 1000:
+        raise UserError(f"--steps {args.steps}: must be between 1 and 1000")
+    device = resolve_device(args.device)
+    jobs = plan(Path(args.input), Path(args.output), fmt=args.format, overwrite=args.overwrite)
+    check_writable(jobs)
+    read_all(jobs)  # all inputs validated before the model loads
+    method = load_method(method_name, checkpoint=args.checkpoint, device=device)
+    scale = method.scales[0]
+    if args.scale is not None and args.scale != scale:
+        raise UserError(f"--scale {args.scale}: {args.checkpoint} is a x{scale} {method_name} model; "
+                        f"use a x{args.scale} checkpoint or drop --scale")
+    print(f"{args.checkpoint}: a {method_name} checkpoint; peak memory is not estimated for it, nor is it tiled",
+          file=sys.stderr)
+    steps = {} if args.steps is None else {"steps": args.steps}
+    for src, dst in jobs:
+        lr = read_image(src)
+        sr = method.upscale(lr[None].to(device), scale=scale, generator=per_image_generators([args.seed]), **steps)[0]
+        save_image(sr.cpu(), dst, overwrite=args.overwrite)
+        print(f"{src} -> {dst} ({lr.shape[-1]}x{lr.shape[-2]} -> {sr.shape[-1]}x{sr.shape[-2]})")
+    return 0
+
+
 def run(args) -> int:
     from yonos.pipeline import YonosPipeline, checkpoint_info
     from yonos.sampler import per_image_generators
 
+    method_name = baseline_of(args.checkpoint)
+    if method_name is not None:
+        return run_baseline(args, method_name)
     info = checkpoint_info(args.checkpoint)
     check_args(args, info)
     device = resolve_device(args.device)
