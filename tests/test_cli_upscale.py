@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -268,3 +269,12 @@ def test_a_baseline_checkpoint_upscales_through_its_adapter(method, smoke_cfg, t
     assert f"a {method} checkpoint" in capsys.readouterr().err
     assert main(["upscale", str(src), str(tmp_path / "c.png"), "--checkpoint", str(tmp_path / "ckpt"),
                  "--scale", "2"]) == 2 and not (tmp_path / "c.png").exists()
+    # `yonos evaluate` scores the same checkpoint through the same adapter, at the steps asked for
+    (tmp_path / "hr").mkdir()
+    hr = png(tmp_path / "hr" / "x.png", size=(32, 32))
+    out = tmp_path / "scores.json"
+    assert main(["evaluate", "--method", method, "--checkpoint", str(tmp_path / "ckpt"), "--hr-dir", str(hr.parent),
+                 "--steps", "2", "--out", str(out)]) == 0
+    scores = json.loads(out.read_text())
+    assert scores["method"] == method and scores["method_settings"]["steps"] == 2
+    assert set(scores["per_image"]) == {"x"} and np.isfinite(scores["mean"]["psnr"])

@@ -138,3 +138,13 @@ def test_div2k_val_generator_is_seeded_and_pairs(tmp_path):
     ps = load_paired_folder(a / "lr", a / "hr")
     assert ps.scale == 4 and len(ps) == 4
     assert torch.equal(ps[0][1], load_paired_folder(b / "lr", b / "hr")[0][1])
+
+
+def test_spread_keeps_evenly_spaced_images_with_their_own_lr(tmp_path):
+    names = [f"Canon_{i:03d}" for i in range(6)] + [f"Nikon_{i:03d}" for i in range(6)]
+    make_pairs(tmp_path, names)
+    ps = load_paired_folder(tmp_path / "lr", tmp_path / "hr", name="toy")
+    sub = ps.spread(4)
+    assert sub.ids == ["Canon_000", "Canon_003", "Nikon_000", "Nikon_003"]  # both cameras, not the first four
+    assert [p.stem for p in sub.lr_paths] == sub.ids and [p.stem for p in sub.hr_paths] == sub.ids
+    assert ps.spread(12) is ps and ps.spread(50) is ps and len(ps) == 12  # the set itself is left whole

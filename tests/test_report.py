@@ -220,3 +220,23 @@ def test_claims_are_judged_on_paired_per_image_scores(reports):
     readme = (reports / "README.md").read_text()
     assert "## Claims" in readme and "| reproduced |" in readme and "(claims.md)" in readme
     assert (reports / "claims.md").read_text().startswith("# Claims")
+
+
+def test_rows_on_part_of_a_set_are_marked_and_their_na_reasons_kept():
+    from yonos.metrics.results import subset_note
+
+    note = subset_note(10, 100)
+    df = pd.DataFrame([
+        dict(method="bicubic", variant="bicubic", dataset="realsr", degradation="", steps=0, metric="psnr",
+             value=25.0, note=""),
+        dict(method="stablesr", variant="stablesr_x4", dataset="realsr", degradation="", steps=200, metric="psnr",
+             value=24.0, note=note),
+        dict(method="stablesr", variant="stablesr_x4", dataset="realsr", degradation="", steps=200, metric="lpips",
+             value=math.nan, note=f"{note}; LPIPS weights missing"),
+    ])
+    block = tables.build_blocks(df, table_steps=(1, 200), with_published=False)[0]
+    text = tables.to_markdown(block)
+    assert re.search(r"\| StableSR[^|]* § \| 200 \|", text) and not re.search(r"\| Bicubic[^|]*§", text)
+    assert "§ Scored on 10 of 100 images, evenly spaced in name order" in text
+    assert "- n/a LPIPS: LPIPS weights missing" in text  # the reason, without the subset part
+    assert "subset:" not in text and r"\S{}" in tables.to_latex(block)

@@ -13,11 +13,10 @@ from torch import nn
 
 from methods.base import SRMethod
 from yonos.baselines import sr3
-from yonos.baselines.stablesr import respaced_timesteps
 from yonos.errors import UserError
 from yonos.plugins import load_method
 from yonos.resize import bicubic_down, bicubic_up
-from yonos.sampler import per_image_generators, stacked_randn
+from yonos.sampler import per_image_generators, respaced_timesteps, stacked_randn
 
 # Four levels: the LR multiple at x4 is 2, so odd LR sizes are padded and cropped back.
 UNET = dict(block_out_channels=[8, 8, 8, 8], layers_per_block=1, norm_num_groups=4,

@@ -14,7 +14,7 @@ from yonos.baselines.colour import adain, colour_fix, wavelet, wavelet_lowpass
 from yonos.baselines.convert_stablesr import CFW_CKPT, UNET_CKPT, convert_stablesr, pinned_hashes
 from yonos.errors import UserError
 from yonos.plugins import load_method
-from yonos.sampler import per_image_generators
+from yonos.sampler import per_image_generators, respaced_timesteps
 
 UNET = dict(block_out_channels=[16, 32], layers_per_block=1, down_block_types=["DownBlock2D", "CrossAttnDownBlock2D"],
             up_block_types=["CrossAttnUpBlock2D", "UpBlock2D"], cross_attention_dim=16, attention_head_dim=8,
@@ -110,10 +110,10 @@ def test_wavelet_fix_takes_low_frequencies_from_the_reference():
 
 
 def test_respacing_follows_stablesr():
-    ts = ss.respaced_timesteps(200)
+    ts = respaced_timesteps(200)
     assert len(ts) == 200 and ts[0] == 999 and ts[-1] == 0 and ts == sorted(ts, reverse=True)
     assert ts[-2] == 5 and ts[1] == 994  # stride (999 / 199) = 5.02, rounded
-    assert ss.respaced_timesteps(1) == [999] and ss.respaced_timesteps(2) == [999, 0]
+    assert respaced_timesteps(1) == [999] and respaced_timesteps(2) == [999, 0]
 
 
 def test_tiles_covering_the_latent_equal_the_untiled_network(pipe):

@@ -227,3 +227,22 @@ def load_state(folder: str | Path, model: torch.nn.Module, optimizer: torch.opti
     if EXTRA_TENSORS in meta["files"]:
         meta["extra_tensors"] = load_file(str(path / EXTRA_TENSORS))
     return meta
+
+
+def read_folder_config(path: str | os.PathLike, name: str, fmt: int, *, what: str, fix: str) -> dict:
+    """The JSON config `name` of a saved pipeline folder (YONOS, SR3, LDM-SR, StableSR), checked: the folder
+    and its config exist, parse, and have checkpoint format `fmt`; else one line naming the file and `fix`."""
+    path = Path(path)
+    if not path.is_dir():
+        raise UserError(f"{path}: no such checkpoint folder; {fix}")
+    cfg_file = path / name
+    if not cfg_file.is_file():
+        raise UserError(f"{path}: not {what} ({name} missing); {fix}")
+    try:
+        cfg = json.loads(cfg_file.read_text())
+    except (OSError, ValueError) as exc:
+        raise UserError(f"{cfg_file}: unreadable ({type(exc).__name__}); {fix}") from None
+    if cfg.get("format") != fmt:
+        raise UserError(f"{cfg_file}: checkpoint format {cfg.get('format')} is not {fmt}; {fix}")
+    return cfg
+

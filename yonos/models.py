@@ -7,6 +7,8 @@ cross-attention always sees one fixed null-text embedding, so no text encoder ru
 
 from __future__ import annotations
 
+import math
+
 import torch
 from diffusers import AutoencoderKL, UNet2DConditionModel
 
@@ -70,9 +72,17 @@ def vae_factor(vae: AutoencoderKL) -> int:
     return 2 ** (len(vae.config.block_out_channels) - 1)
 
 
-def unet_multiple(unet: UNet2DConditionModel) -> int:
-    """Latent sizes must be divisible by this so down- and up-sampling paths line up."""
+def unet_multiple(unet) -> int:
+    """Input sizes of a diffusers U-Net (UNet2DModel or UNet2DConditionModel) must be divisible by this so
+    down- and up-sampling paths line up."""
     return 2 ** (len(unet.config.block_out_channels) - 1)
+
+
+def lr_multiple(scale: int, unet, vae: AutoencoderKL | None = None) -> int:
+    """LR sizes are padded to this so that scale x size is divisible by the U-Net's multiple (times the
+    autoencoder's factor f for a latent method): the smallest such size multiple."""
+    m = unet_multiple(unet) * (vae_factor(vae) if vae is not None else 1)
+    return m // math.gcd(m, scale)
 
 
 def null_text_embedding(unet: UNet2DConditionModel, tokens: int = 1) -> torch.Tensor:

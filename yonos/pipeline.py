@@ -26,9 +26,17 @@ from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
 from PIL import Image
 from safetensors.torch import load_file, save_file
 
+from yonos.checkpoint import read_folder_config
 from yonos.errors import UserError
 from yonos.io import atomic_folder, to_tensor, to_uint8, write_json
-from yonos.models import LatentCodec, build_autoencoder, build_unet, null_text_embedding, unet_multiple, vae_factor
+from yonos.models import (
+    LatentCodec,
+    build_autoencoder,
+    build_unet,
+    lr_multiple,
+    null_text_embedding,
+    unet_multiple,
+)
 from yonos.resize import bicubic_up
 from yonos.sampler import make_scheduler, per_image_generators, sample
 from yonos.tiling import Tiling, needs_tiling, tiled_upscale_batch
@@ -42,20 +50,13 @@ def checkpoint_info(path: str | Path) -> dict:
     """Check a checkpoint folder without loading weights; return its config plus the scheduler's
     `num_train_timesteps` (the most DDIM steps it can take). One-line UserError naming the folder."""
     path = Path(path)
-    if not path.is_dir():
-        raise UserError(f"{path}: no such checkpoint folder; pass a folder written by a training stage, "
-                        f"e.g. runs/embedded/finetune_decoder/checkpoint")
-    cfg_file = path / CONFIG_NAME
-    if not cfg_file.is_file():
-        raise UserError(f"{path}: not a YONOS checkpoint ({CONFIG_NAME} missing); pass a folder written by a "
-                        f"training stage, e.g. runs/embedded/finetune_decoder/checkpoint")
+    cfg = read_folder_config(path, CONFIG_NAME, FORMAT, what="a YONOS checkpoint",
+                             fix="pass a folder written by a training stage, e.g. "
+                                 "runs/embedded/finetune_decoder/checkpoint")
     try:
-        cfg = json.loads(cfg_file.read_text())
         sched = json.loads((path / "scheduler" / "scheduler_config.json").read_text())
     except (OSError, ValueError) as exc:
         raise UserError(f"{path}: unreadable checkpoint ({type(exc).__name__}); re-export it") from None
-    if cfg.get("format") != FORMAT:
-        raise UserError(f"{cfg_file}: checkpoint format {cfg.get('format')} is not {FORMAT}; re-export it")
     missing = [d for d in ("unet", "vae") if not (path / d).is_dir()]
     if missing or not (path / NULL_NAME).is_file():
         raise UserError(f"{path}: incomplete checkpoint (missing {', '.join(missing) or NULL_NAME}); re-export it")
@@ -204,9 +205,7 @@ class YonosPipeline:
     # --- the method -------------------------------------------------------------------------
     @property
     def lr_multiple(self) -> int:
-        """LR sizes are padded to this so scale * size is divisible by the latent grid's multiple."""
-        m = vae_factor(self.vae) * unet_multiple(self.unet)
-        return m // math.gcd(m, self.scale)
+        return lr_multiple(self.scale, self.unet, self.vae)
 
     @property
     def memory_spec(self) -> MemorySpec:

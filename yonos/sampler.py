@@ -37,6 +37,23 @@ def make_scheduler(model_cfg: dict) -> DDIMScheduler:
     )
 
 
+def respaced_timesteps(steps: int, num_train_timesteps: int = 1000) -> list[int]:
+    """StableSR's respacing (guided-diffusion `space_timesteps(T, [steps])`), descending.
+
+    Taken steps: round(i * (T - 1) / (steps - 1)) accumulated as a float, i = 0 .. steps-1. For one step
+    the original rule takes t = 0, which from pure noise returns noise; we take t = T - 1 [choice].
+    """
+    if not 1 <= steps <= num_train_timesteps:
+        raise ValueError(f"steps must be in [1, {num_train_timesteps}], got {steps}")
+    if steps == 1:
+        return [num_train_timesteps - 1]
+    stride, cur, taken = (num_train_timesteps - 1) / (steps - 1), 0.0, []
+    for _ in range(steps):
+        taken.append(round(cur))
+        cur += stride
+    return sorted(set(taken), reverse=True)
+
+
 def per_image_generators(seeds: Sequence[int], device="cpu") -> list[torch.Generator]:
     """One generator per image id (EDM's StackedRandomGenerator idea): pixels don't depend on batching."""
     return [torch.Generator(device).manual_seed(int(s)) for s in seeds]

@@ -31,13 +31,20 @@ from yonos.io import atomic_path, write_text
 from yonos.report import claims
 from yonos.stages._common import run_stage
 
-ARMS: dict[str, dict] = {
+SEED_ARMS = {"seed1": 1, "seed2": 2}  # training seeds (init and example stream); the main run is seed 0
+BASE_ARMS: dict[str, dict] = {
     "ema": {"train.ema_decay": 0.999},                       # issue 8 item 6: does EMA help one step?
     "zero_snr": {"model.rescale_betas_zero_snr": True},      # alpha_999 = 0: training at t = T sees pure noise
     "start_condition": {"model.start": "condition"},         # DDIM from alpha_T z_l + sigma_T eps
     "prior": {"teacher.init": "prior"},                      # the teacher fine-tunes the pinned prior, as the paper SD
-    "seed1": {"seed": 1},                                    # training seeds (init and example stream)
-    "seed2": {"seed": 2},
+}
+# Arms replicated over the training seeds (<arm>_seed1, <arm>_seed2): judged against the main run's seeds
+# pair by pair, and, for `prior`, the paper's claims again with the teacher started from the prior.
+REPLICATED = ("prior", "zero_snr")
+ARMS: dict[str, dict] = {
+    **BASE_ARMS,
+    **{arm: {"seed": seed} for arm, seed in SEED_ARMS.items()},
+    **{f"{arm}_{tag}": {**BASE_ARMS[arm], "seed": seed} for arm in REPLICATED for tag, seed in SEED_ARMS.items()},
 }
 # A baseline at a multiple of the equal budget (yonos/baselines/budget.py): is its shortfall the budget or
 # its implementation? Overrides scale teacher.steps and distill.steps, from which the budget is derived.
@@ -49,9 +56,13 @@ TRAIN_STAGES = ("train_teacher", "distill_student", "train_direct", "finetune_de
 STUDY_SETS = ("embedded", "b100")  # of the profile's evaluate.sets: the sweep crops and full B100
 STUDY_STEPS = [1, 2, 4]            # an arm's step sweep: the few-step end, where the claims are made
 COMPARED = ("direct_x4", "distilled_x4", "distilled_x4+decoder")
-SEED_ARMS = {"seed1": 1, "seed2": 2}
 CHECKPOINT_EVERY = 100
 METRICS = ("psnr", "ssim", "lpips")
+
+
+def settings(arm: str) -> str:
+    """An arm's overrides as `dvc exp run -S` takes them: "teacher.init=prior"."""
+    return ", ".join(f"{k}={v}" for k, v in ARMS[arm].items())
 
 
 def study_root(profile_cfg: dict) -> Path:
@@ -115,41 +126,56 @@ def run_arm(cfg: dict, arm: str) -> None:
         run_stage(stage, importlib.import_module(f"yonos.stages.{stage}").run, acfg)
 
 
-def per_image(folder: Path, tag: str | None) -> pd.DataFrame | None:
-    path = folder / "evaluate" / "per_image.csv"
-    if not path.is_file():
+def seed_frames(cfg: dict, arm: str | None = None) -> list[pd.DataFrame]:
+    """The per-image scores of one configuration over training seeds, each with its `seed` column: the main
+    run (seed 0) and the seed arms when `arm` is None, else the arm and its replicates <arm>_seed1, ...
+    Runs not made yet are absent."""
+    names = {0: arm, **{seed: tag if arm is None else f"{arm}_{tag}" for tag, seed in SEED_ARMS.items()}}
+    frames = []
+    for seed, name in names.items():
+        if name is not None and name not in ARMS:
+            continue  # an arm without replicates
+        path = run_dir(cfg if name is None else arm_config(cfg, name), "evaluate", "per_image.csv")
+        if path.is_file():
+            frames.append(pd.read_csv(path).assign(seed=seed))
+    return frames
+
+
+def compared(frames: list[pd.DataFrame], tag: str | None = None) -> pd.DataFrame | None:
+    """The COMPARED variants' rows of `frames`, the variant named `<variant>@<tag>`; None when no frame."""
+    if not frames:
         return None
-    df = pd.read_csv(path)
+    df = pd.concat(frames, ignore_index=True)
     df = df[df["variant"].isin(COMPARED)]
     return df.assign(variant=df["variant"] + (f"@{tag}" if tag else ""))
 
 
 def judge_arms(cfg: dict) -> pd.DataFrame:
-    """One verdict per (arm, variant, dataset, metric) at one step: "the arm beats the main run"."""
-    main = per_image(run_dir(cfg), None)
+    """One verdict per (arm, variant, dataset, metric) at one step: "the arm beats the main run", paired on
+    (training seed, image): the replicated arms over the seeds both have, the others on seed 0."""
+    main = compared(seed_frames(cfg))
     if main is None:
         raise UserError(f"{run_dir(cfg, 'evaluate', 'per_image.csv')}: missing; run the main pipeline first")
     verdicts = []
-    for arm in (a for a in ARMS if a not in SEED_ARMS):  # seed arms are replicates, judged in claims_over_seeds
-        theirs = per_image(run_dir(arm_config(cfg, arm)), arm)
+    for arm in BASE_ARMS:
+        theirs = compared(seed_frames(cfg, arm), arm)
         if theirs is None:
             continue
         both = pd.concat([main, theirs], ignore_index=True)
         for dataset in sorted(theirs["dataset"].unique()):
-            verdicts += [claims.judge(both, f"{arm}: {', '.join(f'{k}={v}' for k, v in ARMS[arm].items())}",
+            verdicts += [claims.judge(both, f"{arm}: {settings(arm)}",
                                       dataset=dataset, metric=m, steps=1, a=f"{v}@{arm}", b=v)
                          for v in COMPARED for m in METRICS]
     return claims.to_frame(verdicts)
 
 
-def claims_over_seeds(cfg: dict) -> pd.DataFrame:
-    """report.claims judged on the main run (seed 0) and the seed arms together: seed is a bootstrap level."""
-    frames = [pd.read_csv(run_dir(cfg, "evaluate", "per_image.csv")).assign(seed=0)]
-    for arm, seed in SEED_ARMS.items():
-        path = run_dir(arm_config(cfg, arm), "evaluate", "per_image.csv")
-        if path.is_file():
-            frames.append(pd.read_csv(path).assign(seed=seed))
+def claims_over_seeds(cfg: dict, arm: str | None = None) -> pd.DataFrame:
+    """report.claims judged over training seeds (a bootstrap level) on the main run and its seed arms, or on
+    a replicated arm and its replicates (the paper's claims under that arm's settings)."""
+    frames = seed_frames(cfg, arm)
     specs = (cfg.get("report") or {}).get("claims") or []
+    if not frames:
+        return claims.to_frame([])
     return claims.verdicts(pd.concat(frames, ignore_index=True), specs, STUDY_STEPS)
 
 
@@ -177,9 +203,12 @@ def budget_table(cfg: dict) -> str:
 def write_report(cfg: dict, out: str | Path = "reports/claims") -> Path:
     out = Path(out)
     seeds, arms = claims_over_seeds(cfg), judge_arms(cfg)
-    for name, frame in (("claims.csv", seeds), ("ablations.csv", arms)):
-        with atomic_path(out / name) as tmp:
-            frame.to_csv(tmp, index=False, float_format="%.6g")
+    under = {arm: claims_over_seeds(cfg, arm) for arm in REPLICATED if len(seed_frames(cfg, arm)) > 1}
+    under_csv = pd.concat([f.assign(arm=arm) for arm, f in under.items()], ignore_index=True) if under else None
+    for name, frame in (("claims.csv", seeds), ("ablations.csv", arms), ("claims_by_arm.csv", under_csv)):
+        if frame is not None:
+            with atomic_path(out / name) as tmp:
+                frame.to_csv(tmp, index=False, float_format="%.6g")
     n = int(seeds["seeds"].max()) if len(seeds) else 1
     text = (f"# Claims and ablations ({cfg['profile']} profile)\n\n"
             "Generated by `python -m yonos.study report` from the main run (`dvc repro`) and the arms trained by "
@@ -192,9 +221,15 @@ def write_report(cfg: dict, out: str | Path = "reports/claims") -> Path:
             "Verdict: *reproduced* when the interval favours A, *not reproduced* when it favours B, else "
             "*inconclusive*.\n\n"
             + (claims.to_markdown(seeds) if len(seeds) else "No per-image scores yet.\n")
+            + "".join(f"\n## The paper's claims under arm `{arm}` ({settings(arm)})\n\n"
+                      f"The same claims on the arm's own runs over {int(frame['seeds'].max())} training seeds "
+                      f"(`{arm}`, {', '.join(f'`{arm}_{t}`' for t in SEED_ARMS)}), in claims_by_arm.csv.\n\n"
+                      + claims.to_markdown(frame) for arm, frame in under.items() if len(frame))
             + "\n## Ablations\n\nEach arm (A) against the main run (B) on the same images and noise seeds at "
-            "one DDIM step: one training seed per arm, so the interval covers images only. Arms not run are "
-            "absent.\n\n" + (claims.to_markdown(arms) if len(arms) else "No arm has been run.\n"))
+            f"one DDIM step. The arms replicated over training seeds ({', '.join(f'`{a}`' for a in REPLICATED)}) "
+            "are paired seed by seed with the main run's seeds, the others have one seed and their interval "
+            "covers images only: the Seeds × images column says which. Arms not run are absent.\n\n"
+            + (claims.to_markdown(arms) if len(arms) else "No arm has been run.\n"))
     budget = budget_table(cfg)
     if budget:
         text += ("\n## Baselines at more budget\n\nPSNR-Y (dB) on the held-out crops against sampling steps: a "

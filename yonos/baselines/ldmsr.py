@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import sys
 from collections.abc import Sequence
@@ -52,10 +51,11 @@ import torch.nn.functional as F
 from diffusers import AutoencoderKL, DDIMScheduler, LDMSuperResolutionPipeline, UNet2DModel, VQModel
 from diffusers.loaders.single_file_utils import convert_ldm_vae_checkpoint
 
+from yonos.checkpoint import read_folder_config
 from yonos.data.degradations import degrade
 from yonos.errors import UserError
 from yonos.io import atomic_folder, write_json
-from yonos.models import LatentCodec, vae_factor
+from yonos.models import LatentCodec, lr_multiple, vae_factor
 from yonos.resize import imresize
 from yonos.sampler import per_image_generators, stacked_randn
 from yonos.schedule import add_noise, alpha_sigma
@@ -174,10 +174,6 @@ def _codec(vae) -> LatentCodec | VQCodec:
     return VQCodec(vae) if isinstance(vae, VQModel) else LatentCodec(vae)
 
 
-def unet_multiple(unet: UNet2DModel) -> int:
-    return 2 ** (len(unet.config.block_out_channels) - 1)
-
-
 # ------------------------------------------------------------------------------------------------
 # Pipeline: checkpoint folder + upscale
 
@@ -251,10 +247,8 @@ class LDMSRPipeline:
 
     @classmethod
     def _from_trained(cls, path: Path, *, device, dtype) -> LDMSRPipeline:
-        cfg = json.loads((path / CONFIG_NAME).read_text())
-        if cfg.get("format") != FORMAT:
-            raise UserError(f"{path / CONFIG_NAME}: checkpoint format {cfg.get('format')} is not {FORMAT}; "
-                            f"re-export it with train_ldmsr")
+        cfg = read_folder_config(path, CONFIG_NAME, FORMAT, what="an LDM-SR checkpoint",
+                                 fix="re-export it with train_ldmsr")
         kw = {"torch_dtype": dtype, "use_safetensors": True}
         unet = UNet2DModel.from_pretrained(path / "unet", **kw)
         vae = AutoencoderKL.from_pretrained(path / "vae", **kw)
@@ -307,9 +301,7 @@ class LDMSRPipeline:
     # --- the method -----------------------------------------------------------------------------
     @property
     def lr_multiple(self) -> int:
-        """LR sizes are padded to this so the latent grid (LR x scale / f) is a multiple of the U-Net's."""
-        m = vae_factor(self.vae) * unet_multiple(self.unet)
-        return m // math.gcd(m, self.scale)
+        return lr_multiple(self.scale, self.unet, self.vae)
 
     @torch.no_grad()
     def upscale_batch(self, lr: torch.Tensor, *, steps: int | None = None,

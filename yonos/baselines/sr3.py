@@ -24,8 +24,6 @@ generator, so an image's result does not depend on its batch.
 
 from __future__ import annotations
 
-import json
-import math
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -34,13 +32,13 @@ import torch.nn.functional as F
 from diffusers import DDPMScheduler, UNet2DModel
 from torch.utils.data import Dataset
 
-from yonos.baselines.stablesr import respaced_timesteps
+from yonos.checkpoint import read_folder_config
 from yonos.data.degradations import degrade
 from yonos.errors import UserError
 from yonos.io import atomic_folder, write_json
-from yonos.models import unet_multiple
+from yonos.models import lr_multiple
 from yonos.resize import bicubic_up
-from yonos.sampler import per_image_generators, stacked_randn
+from yonos.sampler import per_image_generators, respaced_timesteps, stacked_randn
 from yonos.schedule import add_noise
 from yonos.train import example_seed
 
@@ -175,14 +173,9 @@ class SR3Pipeline:
     def from_pretrained(cls, path: str | Path, *, device: str | torch.device = "cpu",
                         dtype: torch.dtype = torch.float32) -> SR3Pipeline:
         path = Path(path)
-        cfg_file = path / CONFIG_NAME
-        if not cfg_file.is_file():
-            raise UserError(f"{path}: not an SR3 checkpoint ({CONFIG_NAME} missing); pass the checkpoint/ folder "
-                            f"written by train_sr3 (`python -m yonos.stages.train_sr3`)")
-        cfg = json.loads(cfg_file.read_text())
-        if cfg.get("format") != FORMAT:
-            raise UserError(f"{cfg_file}: checkpoint format {cfg.get('format')} is not {FORMAT}; re-export it "
-                            f"with train_sr3")
+        cfg = read_folder_config(path, CONFIG_NAME, FORMAT, what="an SR3 checkpoint",
+                                 fix="pass the checkpoint/ folder written by train_sr3 "
+                                     "(`python -m yonos.stages.train_sr3`)")
         missing = [name for name in ("unet", "scheduler") if not (path / name).is_dir()]
         if missing:
             raise UserError(f"{path}: incomplete SR3 checkpoint ({', '.join(missing)}/ missing); copy the whole "
@@ -216,9 +209,7 @@ class SR3Pipeline:
     # --- the method -----------------------------------------------------------------------------
     @property
     def lr_multiple(self) -> int:
-        """LR sizes are padded to this so that scale x size is divisible by the U-Net's 2^(levels - 1)."""
-        m = unet_multiple(self.unet)
-        return m // math.gcd(m, self.scale)
+        return lr_multiple(self.scale, self.unet)
 
     @torch.no_grad()
     def upscale_batch(self, lr: torch.Tensor, *, steps: int | None = None,

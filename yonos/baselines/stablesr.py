@@ -26,8 +26,6 @@ prior is perturbed from the first step; needed to run the converted checkpoint a
 
 from __future__ import annotations
 
-import json
-import math
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -43,11 +41,12 @@ from diffusers.models.unets.unet_2d_blocks import UNetMidBlock2D, get_down_block
 from safetensors.torch import load_file, save_file
 
 from yonos.baselines.colour import COLOUR_FIXES, colour_fix
+from yonos.checkpoint import read_folder_config
 from yonos.errors import UserError
 from yonos.io import atomic_folder, write_json
-from yonos.models import LatentCodec, unet_multiple, vae_factor
+from yonos.models import LatentCodec, lr_multiple, unet_multiple, vae_factor
 from yonos.resize import bicubic_up
-from yonos.sampler import per_image_generators, stacked_randn
+from yonos.sampler import per_image_generators, respaced_timesteps, stacked_randn
 from yonos.tiling import gaussian_weights, tile_windows
 
 # StableSR's Gaussian tile weight: var = 0.01 of the tile side squared, i.e. std = 0.1 x side
@@ -355,23 +354,6 @@ class CFWCodec(LatentCodec):
 # Sampling
 
 
-def respaced_timesteps(steps: int, num_train_timesteps: int = 1000) -> list[int]:
-    """StableSR's respacing (guided-diffusion `space_timesteps(T, [steps])`), descending.
-
-    Taken steps: round(i * (T - 1) / (steps - 1)) accumulated as a float, i = 0 .. steps-1. For one step
-    the original rule takes t = 0, which from pure noise returns noise; we take t = T - 1 [choice].
-    """
-    if not 1 <= steps <= num_train_timesteps:
-        raise ValueError(f"steps must be in [1, {num_train_timesteps}], got {steps}")
-    if steps == 1:
-        return [num_train_timesteps - 1]
-    stride, cur, taken = (num_train_timesteps - 1) / (steps - 1), 0.0, []
-    for _ in range(steps):
-        taken.append(round(cur))
-        cur += stride
-    return sorted(set(taken), reverse=True)
-
-
 def make_ddpm_scheduler(model_cfg: dict) -> DDPMScheduler:
     """SD's schedule, eps-prediction, no clipping (LatentDiffusion sets clip_denoised=False), fixed-small variance."""
     return DDPMScheduler(num_train_timesteps=model_cfg["num_train_timesteps"], beta_start=model_cfg["beta_start"],
@@ -577,13 +559,9 @@ class StableSRPipeline:
     def from_pretrained(cls, path: str | Path, *, device: str | torch.device = "cpu",
                         dtype: torch.dtype = torch.float32) -> StableSRPipeline:
         path = Path(path)
-        cfg_file = path / CONFIG_NAME
-        if not cfg_file.is_file():
-            raise UserError(f"{path}: not a StableSR checkpoint ({CONFIG_NAME} missing); pass a folder written by "
-                            f"train_stablesr or `python -m yonos.baselines.convert_stablesr`")
-        cfg = json.loads(cfg_file.read_text())
-        if cfg.get("format") != FORMAT:
-            raise UserError(f"{cfg_file}: checkpoint format {cfg.get('format')} is not {FORMAT}; re-export it")
+        cfg = read_folder_config(path, CONFIG_NAME, FORMAT, what="a StableSR checkpoint",
+                                 fix="pass a folder written by train_stablesr or "
+                                     "`python -m yonos.baselines.convert_stablesr`")
         kw = {"torch_dtype": dtype, "use_safetensors": True}
         unet = UNet2DConditionModel.from_pretrained(path / "unet", **kw)
         encoder = TimeAwareEncoder.from_pretrained(path / "encoder", **kw)
@@ -624,8 +602,7 @@ class StableSRPipeline:
     # --- the method -----------------------------------------------------------------------------
     @property
     def lr_multiple(self) -> int:
-        m = vae_factor(self.vae) * unet_multiple(self.denoiser.unet)
-        return m // math.gcd(m, self.scale)
+        return lr_multiple(self.scale, self.denoiser.unet, self.vae)
 
     def tile_knobs(self) -> tuple[int | None, int]:
         """(tile, overlap) in latent pixels; tile None = never tile. Overlap defaults to half a tile (64/32)."""

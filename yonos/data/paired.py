@@ -58,6 +58,17 @@ class PairedSet:
     def __iter__(self):
         return (self[i] for i in range(len(self)))
 
+    def spread(self, n: int) -> PairedSet:
+        """n images evenly spaced in id order (all when n >= len): a subset that spans a set's sources
+        (RealSR's ids run Canon_001.. then Nikon_001..), not only its first camera."""
+        if n >= len(self):
+            return self
+        keep = [round(i * len(self) / n) for i in range(n)]
+        return replace(self, ids=[self.ids[i] for i in keep], hr_paths=[self.hr_paths[i] for i in keep],
+                       lr_paths=None if self.lr_paths is None else [self.lr_paths[i] for i in keep],
+                       grey_ids=self.grey_ids & {self.ids[i] for i in keep},
+                       other_lr={s: [paths[i] for i in keep] for s, paths in self.other_lr.items()})
+
     def pairs_at(self, scale: int) -> PairedSet | None:
         """The same images with LR at `scale`; None when this set has no LR at that scale."""
         if scale == self.scale:

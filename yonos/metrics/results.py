@@ -14,6 +14,14 @@ REQUIRED = KEY_COLUMNS + ("metric", "value")
 OPTIONAL = ("seconds_per_image", "note")
 
 
+SUBSET_PREFIX = "subset: "  # a note that starts so: the row is scored on part of its set (the tables mark it)
+
+
+def subset_note(n: int, total: int) -> str:
+    """The note of a row scored on `n` of a set's `total` images (the evaluate set option `images`)."""
+    return f"{SUBSET_PREFIX}{n} of {total} images, evenly spaced in name order"
+
+
 def load_results(path: str | os.PathLike):
     """results.csv -> DataFrame with the required columns (optional ones added empty)."""
     import pandas as pd

@@ -13,7 +13,7 @@ import math
 from dataclasses import dataclass, field
 
 from yonos.metrics import registry
-from yonos.metrics.results import row_label
+from yonos.metrics.results import SUBSET_PREFIX, row_label
 from yonos.report.paths import redact
 from yonos.report.published import published_rows
 
@@ -39,6 +39,7 @@ VARIANT_TITLES = {
 UNRANKED_VARIANTS = {"teacher_x2", "autoencoder"}
 DECIMALS = {"psnr": 2, "latent_psnr": 2, "ae_recon_psnr": 2, "fid": 2, "musiq": 2}  # others: 4
 PUBLISHED_MARK = "†"
+SUBSET_MARK = "§"  # a row scored on part of its set
 
 
 def dataset_title(name: str) -> str:
@@ -98,6 +99,7 @@ class TableRow:
     published: bool = False
     source: str = ""
     ranked: bool = True            # competes for bold; False for ‡ reference rows and every published row
+    subset: str = ""               # "n of N images, ..." when scored on part of the set (marked §)
 
 
 @dataclass
@@ -127,14 +129,19 @@ def _our_rows(sub, table_steps) -> list[TableRow]:
         for steps in keep:
             ssub = vsub[vsub["steps"] == steps]
             values = dict(zip(ssub["metric"], ssub["value"], strict=True))
-            rows.append(TableRow(variant_title(variant), int(steps), values, ranked=variant not in UNRANKED_VARIANTS))
+            subset = next((n.split(";")[0].removeprefix(SUBSET_PREFIX) for n in ssub["note"]
+                           if n.startswith(SUBSET_PREFIX)), "")
+            rows.append(TableRow(variant_title(variant), int(steps), values, ranked=variant not in UNRANKED_VARIANTS,
+                                 subset=subset))
     return rows
 
 
 def _notes(sub) -> dict[str, str]:
     """metric -> why it is n/a. Reasons name places as a user types them (registry.py); `redact`
     also rewrites any absolute path a message of another origin carries (an exception's text)."""
-    noted = sub[(sub["note"] != "") & sub["value"].isna()]
+    reasons = sub["note"].map(lambda n: "; ".join(p for p in n.split("; ") if not p.startswith(SUBSET_PREFIX)))
+    noted = sub.assign(note=reasons)
+    noted = noted[(noted["note"] != "") & noted["value"].isna()]
     return {m: "; ".join(sorted({redact(n) for n in g["note"]})) for m, g in noted.groupby("metric")}
 
 
@@ -166,6 +173,7 @@ def to_markdown(block: TableBlock) -> str:
              "|" + "---|" * 2 + "---:|" * len(block.metrics)]
     for r in block.rows:
         name = f"*{r.name} (published{PUBLISHED_MARK})*" if r.published else r.name + ("" if r.ranked else " ‡")
+        name += f" {SUBSET_MARK}" if r.subset else ""
         cells = [_cell(block, r, m, "**{}**") for m in block.metrics]
         lines.append("| " + " | ".join([name, str(r.steps)] + cells) + " |")
     lines += ["", *_footnotes(block, markdown=True)]
@@ -182,6 +190,9 @@ def _footnotes(block: TableBlock, *, markdown: bool) -> list[str]:
         out.append("‡ Reference row, not ranked: the ×2 teacher (an easier task than ×4) or the "
                    "autoencoder ceiling D(E(HR)).")
     out.append("– not applicable to that method, or not reported by that paper.")
+    for subset in sorted({r.subset for r in block.rows if r.subset}):
+        out.append(f"{SUBSET_MARK} Scored on {subset} (each image costs minutes on a CPU): its means are not "
+                   "those of the full set; the claims compare methods on the images both have.")
     for metric, note in block.notes.items():
         out.append(f"n/a {registry.title(metric)}: {note}")
     if markdown:
@@ -190,7 +201,8 @@ def _footnotes(block: TableBlock, *, markdown: bool) -> list[str]:
 
 
 _LATEX_ESCAPES = {"&": r"\&", "%": r"\%", "_": r"\_", "#": r"\#", "$": r"\$", "×": r"$\times$",
-                  "↑": r"$\uparrow$", "↓": r"$\downarrow$", "†": r"$^\dagger$", "‡": r"$^\ddagger$", "–": "--"}
+                  "↑": r"$\uparrow$", "↓": r"$\downarrow$", "†": r"$^\dagger$", "‡": r"$^\ddagger$", "–": "--",
+                  "§": r"\S{}"}
 
 
 def latex_escape(text: str) -> str:
@@ -209,7 +221,7 @@ def to_latex(block: TableBlock) -> str:
         if r.published and not ruled:
             lines.append(r"\midrule")
             ruled = True
-        name = latex_escape(r.name + (PUBLISHED_MARK if r.published else ""))
+        name = latex_escape(r.name + (PUBLISHED_MARK if r.published else "") + (SUBSET_MARK if r.subset else ""))
         name = rf"\textit{{{name}}}" if r.published else name
         cells = [_cell(block, r, m, r"\textbf{{{}}}", latex_escape) for m in block.metrics]
         lines.append(" & ".join([name, str(r.steps)] + cells) + r" \\")

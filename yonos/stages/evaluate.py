@@ -30,6 +30,7 @@ from yonos.data.eval_sets import resolve_eval_set
 from yonos.errors import UserError
 from yonos.io import atomic_path, save_image
 from yonos.metrics import Scorer
+from yonos.metrics.results import subset_note
 from yonos.plugins import load_method
 from yonos.sampler import per_image_generators
 from yonos.stages._common import device_of, stage_main
@@ -71,11 +72,13 @@ def batches(pairs, batch_size: int):
 
 
 def set_options(entry, ecfg: dict) -> tuple[str, dict]:
-    """A set is a name, or {name: ..., steps: [...], metrics: [...]} overriding the defaults for it
-    (e.g. fewer step counts on 512^2 RealSR crops, which a CPU evaluates 16x slower per image)."""
+    """A set is a name, or {name: ..., steps: [...], metrics: [...], images: N} overriding the defaults for
+    it (e.g. fewer step counts on 512^2 RealSR crops, which a CPU evaluates 16x slower per image; `images`:
+    N of its images, evenly spaced in name order, where every image costs minutes)."""
     if isinstance(entry, str):
-        return entry, {"steps": ecfg["steps"], "metrics": ecfg["metrics"]}
-    return entry["name"], {"steps": entry.get("steps", ecfg["steps"]), "metrics": entry.get("metrics", ecfg["metrics"])}
+        return entry, {"steps": ecfg["steps"], "metrics": ecfg["metrics"], "images": None}
+    return entry["name"], {"steps": entry.get("steps", ecfg["steps"]), "metrics": entry.get("metrics", ecfg["metrics"]),
+                           "images": entry.get("images")}
 
 
 def variant_specs(cfg: dict, ecfg: dict) -> dict[str, dict]:
@@ -185,6 +188,10 @@ def evaluate_sets(cfg: dict, ecfg: dict, out: Path, *, missing: str, carry=None)
                           **prov)
                      for v, spec in specs.items() for metric in set_cfg["metrics"]]
             continue
+        subset = ""
+        if set_cfg["images"] and int(set_cfg["images"]) < len(eset):
+            subset = subset_note(int(set_cfg["images"]), len(eset))
+            eset = eset.spread(int(set_cfg["images"]))
         if variants is None:
             variants = build_variants(cfg, device, specs)
         scorer = Scorer(set_cfg["metrics"], device=device, border=eset.border)
@@ -209,7 +216,7 @@ def evaluate_sets(cfg: dict, ecfg: dict, out: Path, *, missing: str, carry=None)
                             degradation=eset.degradation, steps=steps, seconds_per_image=spi, **prov)
                 for metric, values in scores.items():  # n/a metrics come back as NaN: keep them, with why
                     rows.append({**base, "metric": metric, "value": sum(values) / len(values),
-                                 "note": scorer.reason(metric) or ""})
+                                 "note": "; ".join(filter(None, (subset, scorer.reason(metric))))})
                     image_rows += [{**base, "id": i, "metric": metric, "value": v} for i, v in zip(ids, values)]
                 rows += folder_metric_rows(method, pairs, base, scale=scale, steps=max(steps, 1), scorer=scorer,
                                            ecfg=ecfg, device=device)

@@ -135,9 +135,9 @@ def baseline_default_steps(cfg: dict) -> dict[str, int]:
 
 def result_files(cfg: dict) -> list[Path]:
     """Every evaluate stage's results.csv that exists: evaluate, evaluate_real (RealSR/DRealSR, may be absent
-    or empty) and one evaluate_<method> per baseline."""
+    or empty) and one evaluate_<method> and evaluate_real_<method> per baseline."""
     files = [find_results(run_dir(cfg)), run_dir(cfg, "evaluate_real", "results.csv")]
-    files += [run_dir(cfg, stage_name(m), "results.csv") for m in VARIANTS]
+    files += [run_dir(cfg, stage_name(m, real=real), "results.csv") for real in (False, True) for m in VARIANTS]
     return [f for f in files if f.is_file() and f.stat().st_size > 1]
 
 

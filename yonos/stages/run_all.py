@@ -20,15 +20,16 @@ from yonos.stages.evaluate_baseline import run_method, stage_name
 
 ORDER = ("scan_data", "prepare_data", "train_autoencoder", "encode_latents", "train_prior", "train_teacher",
          "distill_student", "train_direct", "finetune_decoder", "train_sr3", "train_ldmsr", "train_stablesr",
-         "train_stablesr_cfw", "evaluate", "evaluate_real", *(stage_name(m) for m in BASELINES), "diagnose_onestep",
-         "report")
+         "train_stablesr_cfw", "evaluate", "evaluate_real", *(stage_name(m) for m in BASELINES),
+         *(stage_name(m, real=True) for m in BASELINES), "diagnose_onestep", "report")
 
 
 def stage_run(name: str):
-    """The `run(cfg)` of a stage: its module's, or evaluate_baseline's for an evaluate_<method> stage."""
+    """The `run(cfg)` of a stage: its module's, or evaluate_baseline's for an evaluate[_real]_<method> stage."""
     for method in BASELINES:
-        if name == stage_name(method):
-            return lambda cfg: run_method(cfg, method)
+        for real in (False, True):
+            if name == stage_name(method, real=real):
+                return lambda cfg, method=method, real=real: run_method(cfg, method, real=real)
     return importlib.import_module(f"yonos.stages.{name}").run
 
 
