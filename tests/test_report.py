@@ -137,7 +137,9 @@ def test_published_rows_never_win_nor_bold_among_themselves(reports):
     where only published rows have values has no bold at all."""
     md = (reports / "tables" / "realsr.md").read_text()
     published = [line for line in md.splitlines() if "(published†)" in line]
-    assert len(published) == 2 and not any("**" in line for line in published)
+    assert len(published) == 3 and not any("**" in line for line in published)  # StableSR, OSEDiff, LDM-SR
+    assert "*LDM-SR (published†)* | 200 | 25.49 | 0.7159 | 0.3129 | 0.2218 | – |" in md  # CCSR: no MANIQA
+    assert "arXiv 2401.00877" in md
     cells = [line.split("|")[1:-1] for line in md.splitlines() if line.startswith("| ")][1:]  # no header
     names = ("method", "steps", "psnr", "ssim", "lpips")
     column = {name: [c[i].strip() for c in cells] for i, name in enumerate(names)}

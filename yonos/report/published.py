@@ -27,6 +27,16 @@ _OSEDIFF_TABLE = {
     ],
 }
 
+SOURCE_CCSR = ("CCSR (Sun et al., arXiv 2401.00877, early version) Table 1: StableSR protocol, mean over repeated "
+               "runs; its LDM-SR checkpoint is not named (probably StableSR's ldmsr4x_finetune_119)")
+# LDM-SR at 200 steps, the "LDM" of StableSR's tables (BASELINES.md §4.2); CCSR gives no MANIQA.
+_CCSR_LDMSR = {  # psnr, ssim, lpips, dists, fid, niqe, clipiqa, musiq
+    "div2k_val": (23.36, 0.5758, 0.3227, 0.1961, 36.21, 5.53, 0.6242, 62.38),
+    "realsr": (25.49, 0.7159, 0.3129, 0.2218, 132.32, 6.41, 0.5906, 60.18),
+    "drealsr": (28.09, 0.7487, 0.3352, 0.2259, 157.31, 7.03, 0.5668, 53.72),
+}
+_CCSR_COLUMNS = ("psnr", "ssim", "lpips", "dists", "fid", "niqe", "clipiqa", "musiq")
+
 _EDGE_SD_SR = ("div2k_val", "Edge-SD-SR", 1,
                {"psnr": 24.10, "ssim": 0.617, "lpips": 0.249, "fid": 25.37, "musiq": 69.58})
 
@@ -37,6 +47,9 @@ def published_rows(dataset: str) -> list[dict]:
         {"method": m, "steps": s, "values": dict(zip(COLUMNS, vals, strict=True)), "source": SOURCE}
         for m, s, vals in _OSEDIFF_TABLE.get(dataset, [])
     ]
+    if dataset in _CCSR_LDMSR:
+        rows.append({"method": "LDM-SR", "steps": 200, "source": SOURCE_CCSR,
+                     "values": dict(zip(_CCSR_COLUMNS, _CCSR_LDMSR[dataset], strict=True))})
     ds, method, steps, values = _EDGE_SD_SR
     if dataset == ds:
         rows.append({"method": method, "steps": steps, "values": values, "source": SOURCE_EDGE})
