@@ -156,6 +156,16 @@ def test_a_study_arm_is_judged_against_the_main_run(smoke_run):
     assert (frame["images"] == 4).all()  # the 4 smoke crops, paired image by image
     psnr = frame[frame["metric"] == "psnr"].set_index("b")
     assert psnr.loc["distilled_x4", "diff"] != 0  # the averaged weights were exported: the arm differs
+    # Claim 2's control retrains only the decoder (on E(HR)): the U-Nets are the main run's, linked
+    study.run_arm(cfg, "decoder_control")
+    control = Path(cfg["run_root"]) / "study" / "decoder_control" / "smoke"
+    assert (control / "distill_student").is_symlink() and not (control / "finetune_decoder").is_symlink()
+    assert not (control / "diagnose_onestep").exists()
+    frame = study.judge_arms(cfg)
+    rows = frame[frame["claim"].str.startswith("decoder_control") & (frame["metric"] == "psnr")]
+    assert set(zip(rows["a"], rows["b"])) >= {("distilled_x4+decoder@decoder_control", "distilled_x4+decoder"),
+                                              ("distilled_x4+decoder@decoder_control", "distilled_x4")}
+    assert (rows[rows["b"] == "distilled_x4+decoder"]["diff"] != 0).all()  # another decoder: other pixels
     text = study.write_report(cfg, Path(cfg["run_root"]) / "claims").read_text()
     assert "| ema: train.ema_decay=0.999 | embedded | psnr ↑ | 1 | distilled_x4@ema | distilled_x4 |" in text
     assert "1 training seed (the main run is seed 0" in text  # no seed arm run: one seed, said so

@@ -37,6 +37,9 @@ BASE_ARMS: dict[str, dict] = {
     "zero_snr": {"model.rescale_betas_zero_snr": True},      # alpha_999 = 0: training at t = T sees pure noise
     "start_condition": {"model.start": "condition"},         # DDIM from alpha_T z_l + sigma_T eps
     "prior": {"teacher.init": "prior"},                      # the teacher fine-tunes the pinned prior, as the paper SD
+    # Claim 2's control: the decoder gets the same extra steps on E(HR), not on one-step latents. If the
+    # paper's decoder beats it, the gain comes from the one-step latents, not from more decoder training.
+    "decoder_control": {"decoder.latents": "autoencoder"},
 }
 # Arms replicated over the training seeds (<arm>_seed1, <arm>_seed2): judged against the main run's seeds
 # pair by pair, and, for `prior`, the paper's claims again with the teacher started from the prior.
@@ -92,14 +95,22 @@ def arm_config(cfg: dict, arm: str) -> dict:
     if arm in BUDGET_ARMS:
         return out  # the baseline's own evaluate stage, with the main run's sets and step sweep
     sets = [e for e in out["evaluate"]["sets"] if (e if isinstance(e, str) else e["name"]) in STUDY_SETS]
-    variants = {k: v for k, v in out["evaluate"]["variants"].items() if k in (*COMPARED, "bicubic")}
+    keep = ("distilled_x4+decoder",) if decoder_only(arm) else (*COMPARED, "bicubic")
+    variants = {k: v for k, v in out["evaluate"]["variants"].items() if k in keep}
     out["evaluate"] = {**out["evaluate"], "sets": sets, "steps": STUDY_STEPS, "variants": variants}
     return out
 
 
-def link_shared(cfg: dict, arm_cfg: dict) -> None:
-    """The main run's data, autoencoder and bank, linked into the arm's run folder."""
-    for stage in SHARED_STAGES:
+def decoder_only(arm: str) -> bool:
+    """An arm that changes only the decoder stage: it reuses the main run's U-Nets, whose training never
+    reads `decoder`, and retrains and scores only the decoder."""
+    return arm in ARMS and all(key.startswith("decoder.") for key in ARMS[arm])
+
+
+def link_shared(cfg: dict, arm_cfg: dict, arm: str) -> None:
+    """The main run's data, autoencoder and bank (and U-Nets, for a decoder-only arm), linked into the arm's
+    run folder."""
+    for stage in SHARED_STAGES + (TRAIN_STAGES[:-1] if decoder_only(arm) else ()):
         main, here = run_dir(cfg, stage).resolve(), run_dir(arm_cfg, stage)
         if not main.is_dir():
             raise UserError(f"{run_dir(cfg, stage)}: missing; run the main pipeline first (dvc repro)")
@@ -112,7 +123,7 @@ def run_arm(cfg: dict, arm: str) -> None:
     import importlib
 
     acfg = arm_config(cfg, arm)
-    link_shared(cfg, acfg)
+    link_shared(cfg, acfg, arm)
     if arm in BUDGET_ARMS:
         from yonos.stages.evaluate_baseline import run_method, stage_name
 
@@ -121,7 +132,8 @@ def run_arm(cfg: dict, arm: str) -> None:
         run_stage(f"train_{method}", importlib.import_module(f"yonos.stages.train_{method}").run, acfg)
         run_stage(stage_name(method), lambda c: run_method(c, method), acfg)
         return
-    for stage in (*TRAIN_STAGES, "evaluate", "diagnose_onestep"):
+    stages = ("finetune_decoder", "evaluate") if decoder_only(arm) else (*TRAIN_STAGES, "evaluate", "diagnose_onestep")
+    for stage in stages:
         print(f"[study] {arm}: {stage}", file=sys.stderr)
         run_stage(stage, importlib.import_module(f"yonos.stages.{stage}").run, acfg)
 
@@ -163,9 +175,12 @@ def judge_arms(cfg: dict) -> pd.DataFrame:
             continue
         both = pd.concat([main, theirs], ignore_index=True)
         for dataset in sorted(theirs["dataset"].unique()):
+            pairs = [(v, v) for v in COMPARED]
+            if decoder_only(arm):  # also against the original decoder: does the arm's decoder help at all?
+                pairs.append(("distilled_x4+decoder", "distilled_x4"))
             verdicts += [claims.judge(both, f"{arm}: {settings(arm)}",
-                                      dataset=dataset, metric=m, steps=1, a=f"{v}@{arm}", b=v)
-                         for v in COMPARED for m in METRICS]
+                                      dataset=dataset, metric=m, steps=1, a=f"{a}@{arm}", b=b)
+                         for a, b in pairs for m in METRICS]
     return claims.to_frame(verdicts)
 
 
@@ -228,7 +243,11 @@ def write_report(cfg: dict, out: str | Path = "reports/claims") -> Path:
             + "\n## Ablations\n\nEach arm (A) against the main run (B) on the same images and noise seeds at "
             f"one DDIM step. The arms replicated over training seeds ({', '.join(f'`{a}`' for a in REPLICATED)}) "
             "are paired seed by seed with the main run's seeds, the others have one seed and their interval "
-            "covers images only: the Seeds × images column says which. Arms not run are absent.\n\n"
+            "covers images only: the Seeds × images column says which. `decoder_control` is Claim 2's control: its "
+            "decoder had the same extra steps on the autoencoder's own latents E(HR), not on one-step latents; "
+            "*not reproduced* against the main run's decoder attributes Claim 2's gain to the one-step latents, and "
+            "its row against distilled_x4 says whether the extra decoder training helps by itself. Arms not run "
+            "are absent.\n\n"
             + (claims.to_markdown(arms) if len(arms) else "No arm has been run.\n"))
     budget = budget_table(cfg)
     if budget:

@@ -333,13 +333,20 @@ class DecoderOnly(torch.nn.Module):
 
 
 def decoder_loss(decoder, batch: dict, *, task: LatentSR, unet, scheduler, scale: int,
-                 perceptual: Callable | None, perceptual_weight: float) -> torch.Tensor:
-    """Decoder fine-tuning: one-step latents from the frozen U-Net, decoded and compared with HR."""
+                 perceptual: Callable | None, perceptual_weight: float, latents: str = "onestep") -> torch.Tensor:
+    """Decoder fine-tuning: one-step latents from the frozen U-Net (latents "onestep", the paper's), or the
+    autoencoder's own E(HR) ("autoencoder": the control that gives the decoder the same extra training
+    without the one-step latents), decoded and compared with HR."""
     hr = batch["hr"]
-    _, z_l = task.latents(batch, [scale])
-    with torch.no_grad():
-        z0 = sample(unet, scheduler, z_l[scale], task.null_emb, steps=1,
-                    generators=per_image_generators(batch["seed"].tolist(), device="cpu"), start=task.start)
+    z_h, z_l = task.latents(batch, [scale])
+    if latents == "autoencoder":
+        z0 = z_h
+    elif latents == "onestep":
+        with torch.no_grad():
+            z0 = sample(unet, scheduler, z_l[scale], task.null_emb, steps=1,
+                        generators=per_image_generators(batch["seed"].tolist(), device="cpu"), start=task.start)
+    else:
+        raise ValueError(f"decoder latents must be onestep or autoencoder, got {latents!r}")
     rec = decoder(z0)
     loss = F.l1_loss(rec, hr)
     if perceptual is not None and perceptual_weight > 0:

@@ -1,5 +1,7 @@
 """finetune_decoder: freeze the one-step U-Net, fine-tune the decoder D on the latents it actually
-produces at inference (one DDIM step from z_T), against the HR image [paper].
+produces at inference (one DDIM step from z_T), against the HR image [paper]. `decoder.latents:
+autoencoder` trains it on E(HR) instead: the control of the study arm `decoder_control`, which asks whether
+the gain comes from the one-step latents or from more decoder training.
 
 Loss [choice]: L1 + w * perceptual. The perceptual term is LPIPS (pyiqa, AlexNet) when its weights
 are present locally, otherwise 1 - SSIM (torchmetrics, differentiable); the term used is written to
@@ -50,7 +52,8 @@ def run(cfg: dict) -> dict:
     used, perceptual = perceptual_term(dcfg["perceptual"], device)
     loss = lambda model, batch: decoder_loss(model, batch, task=task, unet=pipe.unet, scheduler=pipe.scheduler,
                                              scale=scale, perceptual=perceptual,
-                                             perceptual_weight=dcfg["perceptual_weight"])
+                                             perceptual_weight=dcfg["perceptual_weight"],
+                                             latents=dcfg.get("latents", "onestep"))
     result = fit(
         DecoderOnly(pipe.vae), loss,
         lambda n: example_stream(cfg, n, stream="decoder", with_noise=False),
