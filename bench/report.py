@@ -30,6 +30,8 @@ from yonos.errors import UserError
 from yonos.io import atomic_path
 
 GROUP_PREFIX = "ratios "
+FASTPATH_GROUP = "fast path "  # bench/test_bench_fastpath.py
+TILING_GROUP = "tiled "        # bench/test_bench_tiling.py
 # Goals from issue 10 (targets, not measurements).
 GOAL_MEASURED_OVER_PREDICTED = 0.95
 GOAL_OVERHEAD = 1.05
@@ -256,6 +258,55 @@ def parts_section(rows: list[dict]) -> list[str]:
     return ["### Parts timed alone (median seconds)", "", md(pd.DataFrame.from_records(recs)), ""]
 
 
+def group_rows(data: dict, prefix: str) -> list[dict]:
+    return [b for b in data["benchmarks"] if str(b.get("group") or "").startswith(prefix)]
+
+
+def fastpath_section(data: dict) -> list[str]:
+    """The "fast path ..." group (bench/test_bench_fastpath.py): each flag set's speed-up over fp32 and its PSNR-Y
+    change on the embedded evaluation; a flag may become a default only within the stated tolerance."""
+    rows = group_rows(data, FASTPATH_GROUP)
+    ref = next((b for b in rows if b["extra_info"].get("reference")), None)
+    if not rows or ref is None:
+        return []
+    base = float(ref["stats"]["median"])
+    tol = float(ref["extra_info"].get("default_tolerance_db", 0.05))
+    recs = []
+    for b in rows:
+        info, median = b["extra_info"], float(b["stats"]["median"])
+        delta = info.get("psnr_delta_db")
+        within = None if delta is None else abs(delta) <= tol
+        is_ref = bool(info.get("reference"))
+        recs.append({"flags": text(info.get("flags")), "median s": fmt(median),
+                     "speed-up (x fp32)": fmt(base / median), "PSNR-Y dB": fmt(info.get("psnr_y"), 5),
+                     "Δ PSNR-Y dB": "ref" if is_ref else fmt(delta),
+                     "max abs Δ pixel": "ref" if is_ref else fmt(info.get("max_abs_diff")),
+                     f"within {tol:g} dB": "ref" if is_ref else fmt(within),
+                     "first call s": fmt(info.get("first_call_s")), "peak MB": fmt(info.get("peak_memory_mb"), 4)})
+    notes = sorted({text(b["extra_info"]["psnr_note"]) for b in rows if b["extra_info"].get("psnr_note")})
+    return [f"## {text(rows[0]['group'])}: opt-in flags (yonos/fastpath.py)", "",
+            f"YONOS one step, the same LR; median of {ref['stats'].get('rounds', '?')} rounds each. PSNR-Y: the "
+            "embedded evaluation crops at one step with the evaluate stage's noise seeds. A flag may become a "
+            f"default only if it is faster and its PSNR-Y moves by at most {tol:g} dB. First call: compilation "
+            "for compile, a warm-up for the others. Weights: "
+            f"{text(ref['extra_info'].get('weights', 'not recorded'))}.", "",
+            md(pd.DataFrame.from_records(recs)), "", *[f"- {n}" for n in notes], ""]
+
+
+def tiling_section(data: dict) -> list[str]:
+    """The "tiled ..." group (bench/test_bench_tiling.py): a large output in bounded memory."""
+    rows = group_rows(data, TILING_GROUP)
+    if not rows:
+        return []
+    recs = [{"case": text(b["group"]), "seconds": fmt(float(b["stats"]["median"])),
+             "peak MB": fmt(b["extra_info"].get("peak_memory_mb"), 4), "goal MB": fmt(b["extra_info"].get("goal_mb")),
+             "goal": goal(float(b["extra_info"].get("peak_memory_mb", math.inf))
+                          <= float(b["extra_info"].get("goal_mb", -math.inf))),
+             "tiling": text(json.dumps(b["extra_info"].get("tiling"), sort_keys=True)),
+             "weights": text(b["extra_info"].get("weights", "not recorded"))} for b in rows]
+    return ["## Large images: tiled, bounded memory", "", md(pd.DataFrame.from_records(recs)), ""]
+
+
 def machine_section(data: dict, path) -> list[str]:
     mi, ci = data.get("machine_info") or {}, data.get("commit_info") or {}
     cpu = mi.get("cpu") or {}
@@ -288,6 +339,7 @@ def render(data: dict, path) -> str:
         lines += ratios_section(group, rows, path) + [""]
         lines += reference_section(rows[0], path)
         lines += parts_section(rows)
+    lines += fastpath_section(data) + tiling_section(data)
     lines += machine_section(data, path)
     return "\n".join(lines).rstrip() + "\n"
 

@@ -11,6 +11,7 @@ from typing import ClassVar
 import torch
 
 from yonos.errors import UserError
+from yonos.fastpath import FastPath
 from yonos.models import vae_factor
 from yonos.pipeline import YonosPipeline
 from yonos.tiling import Tiling
@@ -21,9 +22,12 @@ class Yonos:
     is_diffusion: ClassVar[bool] = True
     has_latents: ClassVar[bool] = True
 
-    def __init__(self, checkpoint: str, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32):
+    def __init__(self, checkpoint: str, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32,
+                 fast: str | None = None):
+        """fast: opt-in speed-ups, e.g. "bf16,channels_last" (yonos/fastpath.py); default none."""
         self.checkpoint = str(checkpoint)
         self.pipe = YonosPipeline.from_pretrained(checkpoint, device=device, dtype=dtype)
+        self.pipe.set_fast(FastPath.parse(fast))
         self.scales = (self.pipe.scale,)
 
     def upscale(self, lr, *, scale: int, steps: int = 1, generator=None, return_latents: bool = False):
@@ -46,7 +50,7 @@ class Yonos:
         cfg = self.pipe.scheduler.config
         return {"checkpoint": self.checkpoint, "sampler": "DDIM eta=0, trailing spacing",
                 "prediction_type": cfg.prediction_type, "encode": "posterior mode",
-                "dtype": str(self.pipe.unet.dtype), "colour_fix": "none",
+                "dtype": str(self.pipe.unet.dtype), **self.pipe.fast.describe(), "colour_fix": "none",
                 # upscale_batch's default: untiled up to one U-Net tile of output latent, tiled above it
                 "tiling": {"when": "output latent larger than one U-Net tile",
                            **Tiling().describe(vae_factor(self.pipe.vae))}}

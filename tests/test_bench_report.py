@@ -191,3 +191,22 @@ def test_bad_input_is_one_line_naming_the_file(report, data, tmp_path, capsys, c
     rc, _, err = run_main(report, capsys, src, "--out", tmp_path / "bench.md")
     assert rc == 2 and len(err.strip().splitlines()) == 1 and str(src) in err, err
     assert not (tmp_path / "bench.md").exists()
+
+
+def test_fast_path_and_tiling_sections_come_from_the_json(report, data):
+    ref = {"flags": "fp32", "reference": True, "psnr_y": 25.0, "default_tolerance_db": 0.05, "weights": "trained"}
+    bf16 = {"flags": "bf16", "psnr_y": 24.9, "psnr_delta_db": -0.1, "max_abs_diff": 0.02}
+    layout = {"flags": "channels_last", "psnr_y": 25.0, "psnr_delta_db": 0.0, "max_abs_diff": 0.0}
+    tiled = {"peak_memory_mb": 2500.0, "goal_mb": 3072, "tiling": {"tile": 128}, "weights": "trained"}
+    data["benchmarks"] += [bench("test_fast_path[fp32]", 2.0, ref, group="fast path 128->512"),
+                           bench("test_fast_path[bf16]", 0.5, bf16, group="fast path 128->512"),
+                           bench("test_fast_path[channels_last]", 2.5, layout, group="fast path 128->512"),
+                           bench("test_tiled", 300.0, tiled, group="tiled 512->2048")]
+    text = report.render(data, "bench.json")
+    rows = {line.split("|")[1].strip(): [c.strip() for c in line.split("|")[2:-1]]
+            for line in text.split("opt-in flags")[1].splitlines() if line.startswith("| ") and "---" not in line}
+    assert rows["bf16"][:5] == ["0.5", "4", "24.9", "-0.1", "0.02"] and rows["bf16"][5] == "no"  # 2.0 / 0.5
+    assert rows["channels_last"][1] == "0.8" and rows["channels_last"][5] == "yes"
+    assert rows["fp32"][3] == "ref"
+    tiled_row = next(line for line in text.split("bounded memory")[1].splitlines() if "tiled 512->2048" in line)
+    assert [c.strip() for c in tiled_row.split("|")[1:6]] == ["tiled 512->2048", "300", "2500", "3072", "met"]

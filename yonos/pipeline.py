@@ -28,6 +28,7 @@ from safetensors.torch import load_file, save_file
 
 from yonos.checkpoint import read_folder_config
 from yonos.errors import UserError
+from yonos.fastpath import FastPath
 from yonos.io import atomic_folder, to_tensor, to_uint8, write_json
 from yonos.models import (
     LatentCodec,
@@ -160,6 +161,13 @@ class YonosPipeline:
         self.null_emb = null_emb
         self.scale = int(scale)
         self.max_memory: int | None = None  # bytes an upscale may need (check_size); None: the device's memory
+        self.fast = FastPath()  # opt-in speed-ups (yonos/fastpath.py); set with set_fast
+
+    def set_fast(self, fast: FastPath) -> YonosPipeline:
+        """Use `fast` from now on: NHWC weights and compiled forwards are applied to the networks in place."""
+        fast.prepare(self.unet, self.vae.encoder, self.vae.decoder)
+        self.fast = fast
+        return self
 
     @classmethod
     def from_params(cls, cfg: dict, scale: int, *, seed: int = 0, vae: AutoencoderKL | None = None) -> YonosPipeline:
@@ -235,7 +243,6 @@ class YonosPipeline:
         return sample(self.unet, self.scheduler, z_l, self.null_emb, steps=steps, generators=generator,
                       start=self.start)
 
-    @torch.no_grad()
     def upscale_batch(self, lr: torch.Tensor, *, steps: int = 1,
                       generator: Sequence[torch.Generator] | None = None,
                       return_latents: bool = False, tiling: Tiling | str | None = "auto"):
@@ -244,7 +251,12 @@ class YonosPipeline:
         tiling: "auto" (default) runs in tiles (`yonos.tiling`, Gaussian-blended latent tiles plus VAE
         tiling, memory bounded by the tile) when the output latent exceeds one U-Net tile on a side
         (128 latent pixels: a 512 px output with the embedded f=4 autoencoder); a `Tiling` always tiles
-        with those knobs; None never tiles."""
+        with those knobs; None never tiles. The networks run under `self.fast` (no_grad by default)."""
+        with self.fast.context(self.device):
+            return self._upscale_batch(lr, steps=steps, generator=generator, return_latents=return_latents,
+                                       tiling=tiling)
+
+    def _upscale_batch(self, lr, *, steps, generator, return_latents, tiling):
         if lr.ndim != 4 or lr.shape[1] != 3:
             raise ValueError(f"expected N x 3 x H x W, got {tuple(lr.shape)}")
         if not 1 <= steps <= self.scheduler.config.num_train_timesteps:

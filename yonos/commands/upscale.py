@@ -17,6 +17,7 @@ from pathlib import Path
 
 from yonos.device import DEVICE_HELP, resolve_device
 from yonos.errors import UserError
+from yonos.fastpath import FastPath
 from yonos.io import IMAGE_SUFFIXES, read_image, save_image
 
 
@@ -36,6 +37,9 @@ def register(sub) -> None:
                    help="format of outputs written into a folder (default png: lossless; jpg/webp are lossy)")
     p.add_argument("--overwrite", action="store_true", help="replace existing output files")
     p.add_argument("--device", default="auto", help=DEVICE_HELP)
+    p.add_argument("--fast", default=None, metavar="FLAGS",
+                   help="YONOS checkpoints: opt-in speed-ups, comma-separated: bf16, channels_last, compile, "
+                        "inference_mode (yonos/fastpath.py; their speed and PSNR change are in reports/bench.md)")
     p.add_argument("--max-memory", type=float, default=None, metavar="GIB",
                    help="refuse an image whose estimated peak memory exceeds GIB (default: the device's memory: "
                         "GPU memory, or RAM on the CPU); large images are tiled automatically")
@@ -152,6 +156,7 @@ def check_args(args, info: dict) -> None:
                         f"use a x{args.scale} checkpoint or drop --scale")
     if args.max_memory is not None and not args.max_memory > 0:
         raise UserError(f"--max-memory {args.max_memory:g}: must be a positive number of GiB")
+    FastPath.parse(args.fast)  # an unknown flag stops here, before any work
 
 
 def baseline_of(checkpoint: str | os.PathLike) -> str | None:
@@ -174,6 +179,8 @@ def run_baseline(args, method_name: str) -> int:
 
     if args.steps is not None and not 1 <= args.steps <= 1000:
         raise UserError(f"--steps {args.steps}: must be between 1 and 1000")
+    if args.fast:
+        raise UserError(f"--fast {args.fast}: YONOS checkpoints only; {args.checkpoint} is a {method_name} checkpoint")
     device = resolve_device(args.device)
     jobs = plan(Path(args.input), Path(args.output), fmt=args.format, overwrite=args.overwrite)
     check_writable(jobs)
@@ -208,7 +215,7 @@ def run(args) -> int:
     check_writable(jobs)
     sizes = read_all(jobs)  # all inputs validated before the model loads
     check_memory(jobs, sizes, info, args.max_memory, device)
-    pipe = YonosPipeline.from_pretrained(args.checkpoint, device=device)
+    pipe = YonosPipeline.from_pretrained(args.checkpoint, device=device).set_fast(FastPath.parse(args.fast))
     if args.max_memory is not None:
         pipe.max_memory = int(args.max_memory * 2**30)
     for src, dst in jobs:
