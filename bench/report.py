@@ -37,7 +37,8 @@ GOAL_MEASURED_OVER_PREDICTED = 0.95
 GOAL_OVERHEAD = 1.05
 GOAL_GEMM_FRACTION = 0.40
 # The rows bench/test_bench_ratios.py writes; a missing one is listed (skipped or failed in that run).
-EXPECTED = ("YONOS-1", "YONOS-50", "SD-upscale-1", "SD-upscale-75", "LDM-SR-100", "StableSR-200", "SR3-100")
+EXPECTED = ("YONOS-1", "YONOS-50", "SD-upscale-1", "SD-upscale-75", "diffusers-LDM-SR-100", "LDM-SR-100",
+            "StableSR-200", "SR3-100")
 RERUN = "pytest bench/test_bench_ratios.py --benchmark-only --benchmark-json {path}"
 _ABS_PATH = re.compile(r"(?<![\w.~])(?:[A-Za-z]:)?[/\\](?:[^\s/\\|`]+[/\\])+([^\s/\\|`]*)")
 

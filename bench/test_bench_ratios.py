@@ -2,12 +2,14 @@
 
 One pytest-benchmark group, "ratios 128->512" (LR 1x3x128x128, x4):
     YONOS-1 (reference), YONOS-50                 the method adapter (`upscale`), trained checkpoint when present
-    StableSR-200                                  yonos.baselines.stablesr's miniature at the embedded widths
-    LDM-SR-100                                    diffusers' LDMSuperResolutionPipeline, tiny VQModel + UNet2DModel
-    SR3-100                                       a pixel-space UNet2DModel on [x_t, up(LR)], DDPM ancestral
+    StableSR-200, LDM-SR-100, SR3-100             the trained embedded baselines (runs/embedded/train_stablesr_cfw,
+                                                  train_ldmsr, train_sr3) through their pipelines, as evaluate scores
+                                                  them; without a checkpoint, a random-weight stand-in (below)
+    diffusers-LDM-SR-100                          diffusers' LDMSuperResolutionPipeline, tiny VQModel + UNet2DModel
     SD-upscale-1, SD-upscale-75                   diffusers' StableDiffusionUpscalePipeline, tiny CLIP, same VAE
-Baselines have random weights at the embedded U-Net's widths (params.yaml embedded.model.unet) and share the
-embedded autoencoder where their method uses an autoencoder of that kind: time depends on shapes, not values.
+The diffusers pipelines, and the stand-ins of absent checkpoints, have random weights at the embedded U-Net's
+widths (params.yaml embedded.model.unet) and share the embedded autoencoder where their method uses one of that
+kind: time depends on shapes, not values. Each row's JSON says which weights it timed.
 
 Every benchmark's extra_info holds what bench/report.py needs (and nothing typed in):
     parts              seconds of each part timed alone (median of 2-5 calls after a warm-up)
@@ -22,8 +24,9 @@ their parts were just timed, so nothing is cold). A loop gets LOOP_BUDGET_S[meth
 runs late); if steps_target x (one step timed alone) exceeds it, it is timed at fewer steps, says so in
 extra_info (`reduced`), and the report extrapolates with the cost model. YONOS_BENCH_RATIOS_BUDGET_S sets the
 file's budget. With --benchmark-disable (a code-path check) every loop runs CHECK_STEPS steps and every part once.
-Also: YONOS_BENCH_CHECKPOINT (bench/conftest.py), YONOS_BENCH_STABLESR_CHECKPOINT (a trained StableSR folder instead
-of the random-weight miniature), YONOS_BENCH_LR (LR side, default 128; smaller only for quick checks).
+Also: YONOS_BENCH_CHECKPOINT (bench/conftest.py), YONOS_BENCH_{STABLESR,LDMSR,SR3}_CHECKPOINT (a baseline's trained
+folder; default runs/embedded/<its training stage>/checkpoint), YONOS_BENCH_LR (LR side, default 128; smaller only
+for quick checks).
 
     pytest bench/test_bench_ratios.py --benchmark-only --benchmark-json reports/bench/bench_cpu.json
     python bench/report.py reports/bench/bench_cpu.json --out reports/bench.md
@@ -53,8 +56,8 @@ SCALE = 4
 GROUP = f"ratios {LR_SIZE}->{SCALE * LR_SIZE}"
 FILE_BUDGET_S = float(os.environ.get("YONOS_BENCH_RATIOS_BUDGET_S", "450"))
 # Seconds for each multi-step loop (a time budget, not a measurement), in the order the tests run.
-LOOP_BUDGET_S = {"YONOS-50": 45.0, "SD-upscale-75": 40.0, "LDM-SR-100": 45.0, "StableSR-200": 150.0,
-                 "SR3-100": 120.0}
+LOOP_BUDGET_S = {"YONOS-50": 45.0, "SD-upscale-75": 40.0, "diffusers-LDM-SR-100": 45.0, "LDM-SR-100": 45.0,
+                 "StableSR-200": 150.0, "SR3-100": 120.0}
 PART_RESERVE_S = 20.0  # per method still to run: building it and timing its parts
 CHECK_STEPS = 2  # --benchmark-disable: the loop's code path, not its length
 PART_MIN_REPEATS, PART_MAX_REPEATS, PART_MIN_TIME_S = 2, 5, 2.0
@@ -117,7 +120,8 @@ def time_parts(subject: Subject, check: bool) -> dict[str, float]:
 
 
 # --- the run's clock ------------------------------------------------------------------------------------
-TEST_LABELS = {"test_yonos_50": "YONOS-50", "test_sd_upscale_75": "SD-upscale-75", "test_ldm_sr_100": "LDM-SR-100",
+TEST_LABELS = {"test_yonos_50": "YONOS-50", "test_sd_upscale_75": "SD-upscale-75",
+               "test_diffusers_ldm_sr_100": "diffusers-LDM-SR-100", "test_ldm_sr_100": "LDM-SR-100",
                "test_stablesr_200": "StableSR-200", "test_sr3_100": "SR3-100"}
 
 
@@ -178,6 +182,18 @@ def pixel_unet_kwargs(cfg: dict, *, attention: bool) -> dict:
                 add_attention=attention)
 
 
+def trained_checkpoint(method: str, stage: str):
+    """A baseline's trained folder (YONOS_BENCH_<METHOD>_CHECKPOINT, else runs/embedded/<stage>/checkpoint), or
+    None when there is none (the benchmark then times a random-weight stand-in and says so)."""
+    from yonos.plugins import load_method
+
+    folder = (os.environ.get(f"YONOS_BENCH_{method.upper()}_CHECKPOINT")
+              or REPO / "runs" / "embedded" / stage / "checkpoint")
+    if not os.path.isdir(folder):
+        return None
+    return load_method(method, checkpoint=folder, device=device()).pipe
+
+
 @pytest.fixture(scope="module")
 def yonos(yonos_method, lr) -> Subject:
     pipe = yonos_method.pipe
@@ -203,12 +219,8 @@ def stablesr(yonos_method, embedded_cfg, lr) -> Subject:
     from yonos.baselines.colour import colour_fix
     from yonos.baselines.stablesr import StableSRPipeline, build_prior_unet
 
-    ckpt = os.environ.get("YONOS_BENCH_STABLESR_CHECKPOINT")
-    if ckpt:
-        from yonos.plugins import load_method
-
-        pipe, weights = load_method("stablesr", checkpoint=ckpt, device=device()).pipe, "trained checkpoint"
-    else:
+    pipe, weights = trained_checkpoint("stablesr", "train_stablesr_cfw"), "trained checkpoint"
+    if pipe is None:
         vae = copy.deepcopy(yonos_method.pipe.vae)  # CFWCodec hooks its blocks: a copy keeps YONOS's VAE bare
         prior = build_prior_unet(embedded_cfg["model"]["unet"], latent_channels=vae.config.latent_channels)
         pipe = StableSRPipeline.from_params(embedded_cfg, SCALE, vae=vae, unet=prior).to(device())
@@ -240,7 +252,7 @@ def stablesr(yonos_method, embedded_cfg, lr) -> Subject:
 
 
 @pytest.fixture(scope="module")
-def ldm_sr(yonos_method, embedded_cfg, lr) -> Subject:
+def diffusers_ldm_sr(yonos_method, embedded_cfg, lr) -> Subject:
     """diffusers' LDMSuperResolutionPipeline: a VQ-f4 autoencoder of the embedded autoencoder's widths (3 latent
     channels, LDM-SR's 8192 codes), a UNet2DModel of the embedded U-Net's widths on [latent, LR] at LR size."""
     from diffusers import DDIMScheduler, LDMSuperResolutionPipeline, UNet2DModel, VQModel
@@ -265,12 +277,35 @@ def ldm_sr(yonos_method, embedded_cfg, lr) -> Subject:
     x = torch.cat([lat, image], 1)
     t = torch.tensor(999, device=device())
     return Subject(
-        "LDM-SR",
+        "diffusers-LDM-SR",
         run=lambda steps: pipe(image=image, num_inference_steps=steps, eta=1.0, output_type="pt",
                                generator=torch.Generator().manual_seed(0)).images,
         parts={"unet": lambda: pipe.unet(x, t).sample, "decoder": lambda: pipe.vqvae.decode(lat).sample},
         once=["decoder"], per_step=["unet"], weights=WEIGHTS_RANDOM,
         info={"sampler": "diffusers DDIM eta=1 (LDM-SR's setting)", "decoder_includes": "VQ code search, 8192 codes"})
+
+
+@pytest.fixture(scope="module")
+def ldm_sr(diffusers_ldm_sr, lr) -> Subject:
+    """The trained LDM-SR miniature (yonos.baselines.ldmsr: KL f=4, DDIM eta=1), else diffusers' pipeline."""
+    from yonos.baselines.ldmsr import lr_condition
+    from yonos.models import vae_factor
+
+    pipe = trained_checkpoint("ldmsr", "train_ldmsr")
+    if pipe is None:
+        return Subject(**{**diffusers_ldm_sr.__dict__, "name": "LDM-SR", "timed": None})
+    f = vae_factor(pipe.vae)
+    latent = (LR_SIZE * SCALE // f,) * 2
+    c = lr_condition(lr, latent)
+    z = torch.randn(1, pipe.latent_channels, *latent, generator=torch.Generator().manual_seed(1)).to(c.device)
+    t = torch.tensor(999, device=c.device)
+    return Subject(
+        "LDM-SR",
+        run=lambda steps: pipe.upscale_batch(lr, steps=steps, generator=per_image_generators([0])),
+        parts={"condition": lambda: lr_condition(lr, latent), "unet": lambda: pipe.unet(torch.cat([z, c], 1), t).sample,
+               "decoder": lambda: pipe.codec.decode(z)},
+        once=["condition", "decoder"], per_step=["unet"], weights="trained checkpoint",
+        info={"sampler": f"DDIM eta={pipe.options['eta']:g}", "latent_shape": [1, pipe.latent_channels, *latent]})
 
 
 def sr3_unet(cfg: dict):
@@ -286,7 +321,23 @@ def sr3_unet(cfg: dict):
 
 @pytest.fixture(scope="module")
 def sr3(embedded_cfg, lr) -> Subject:
+    """The trained SR3 miniature (yonos.baselines.sr3), else a random-weight UNet2DModel at the embedded widths."""
     from diffusers import DDPMScheduler
+
+    from yonos.baselines.sr3 import predict_eps
+
+    pipe = trained_checkpoint("sr3", "train_sr3")
+    if pipe is not None:
+        c = bicubic_up(lr, SCALE) * 2 - 1
+        x = torch.randn(c.shape, generator=torch.Generator().manual_seed(1)).to(c.device)
+        level = torch.ones(1, device=c.device)
+        return Subject("SR3",
+                       run=lambda steps: pipe.upscale_batch(lr, steps=steps, generator=per_image_generators([0])),
+                       parts={"bicubic": lambda: bicubic_up(lr, SCALE),
+                              "unet": lambda: predict_eps(pipe.unet, x, c, level, pipe.multiple)},
+                       once=["bicubic"], per_step=["unet"], weights="trained checkpoint",
+                       info={"sampler": "DDPM ancestral, respaced", "unet_input": [1, 6, *c.shape[-2:]],
+                             "widths": list(pipe.unet.config.block_out_channels)})
 
     unet = sr3_unet(embedded_cfg).to(device())
     sched = DDPMScheduler(num_train_timesteps=1000, beta_schedule="linear")  # SR3: ancestral DDPM, linear betas
@@ -480,6 +531,10 @@ def test_sd_upscale_1(benchmark, sd_upscale):
 
 def test_sd_upscale_75(benchmark, sd_upscale, clock):
     run_multi_step(benchmark, sd_upscale, 75, clock)  # the pipeline's default num_inference_steps
+
+
+def test_diffusers_ldm_sr_100(benchmark, diffusers_ldm_sr, clock):
+    run_multi_step(benchmark, diffusers_ldm_sr, 100, clock)
 
 
 def test_ldm_sr_100(benchmark, ldm_sr, clock):
