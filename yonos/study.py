@@ -238,7 +238,8 @@ def write_report(cfg: dict, out: str | Path = "reports/claims") -> Path:
             + (claims.to_markdown(seeds) if len(seeds) else "No per-image scores yet.\n")
             + "".join(f"\n## The paper's claims under arm `{arm}` ({settings(arm)})\n\n"
                       f"The same claims on the arm's own runs over {int(frame['seeds'].max())} training seeds "
-                      f"(`{arm}`, {', '.join(f'`{arm}_{t}`' for t in SEED_ARMS)}), in claims_by_arm.csv.\n\n"
+                      f"(those run of `{arm}`, {', '.join(f'`{arm}_{t}`' for t in SEED_ARMS)}), in "
+                      "claims_by_arm.csv.\n\n"
                       + claims.to_markdown(frame) for arm, frame in under.items() if len(frame))
             + "\n## Ablations\n\nEach arm (A) against the main run (B) on the same images and noise seeds at "
             f"one DDIM step. The arms replicated over training seeds ({', '.join(f'`{a}`' for a in REPLICATED)}) "
