@@ -14,7 +14,7 @@ export YONOS_SHARED_DIR ?= $(SHARED)
 # A local mirror of the datasets (train291, b100, set5, ...): the embedded profile trains on train291.
 export YONOS_DATA_MIRROR ?= $(wildcard $(SHARED)/datasets)
 
-.PHONY: setup repro repro-real test test-fast bench bench-gpu lint drift
+.PHONY: setup repro repro-real test test-fast bench bench-gpu lint drift study
 
 $(STAMP): requirements.txt pyproject.toml
 	python3.11 -m venv $(VENV)
@@ -35,6 +35,14 @@ test: setup
 
 test-fast: setup
 	pytest -q tests -m "not slow"
+
+# The study behind reports/claims/ (not part of `dvc repro`; run it after `make repro`): every arm beside the main
+# run, then the report. ~15-35 min per arm on 2 cores (decoder_control ~10), resumable: re-run to continue.
+STUDY_ARMS ?= seed1 seed2 prior prior_seed1 prior_seed2 zero_snr zero_snr_seed1 zero_snr_seed2 ema start_condition \
+	decoder_control ldmsr_budget5
+study: setup
+	python -m yonos.study run $(STUDY_ARMS)
+	python -m yonos.study report
 
 # Every benchmark in one run (bench/test_bench_ratios.py: ~8 min on 2 cores; the 2048^2 tiling one: minutes),
 # then the ratio table generated from its JSON.
