@@ -160,4 +160,8 @@ def test_baselines_and_claim_3_are_quoted_from_the_report():
     text = flat(readme.render(m, c))
     assert "SR3 19.72 dB at 100 steps (best 19.74 at 16); StableSR 21.00 dB at 200 steps (best 21.00 at 200)." in text
     assert "YONOS − StableSR: the held-out crops psnr +4.46 dB [+4.10, +4.80] (reproduced)." in text
+    c.loc[len(c)] = {"claim": "3: one step beats StableSR-200", "dataset": "realsr", "metric": "psnr", "steps": 1,
+                     "seeds": 1, "images": 10, "diff": 2.5, "low": 1.7, "high": 3.4, "verdict": "reproduced"}
+    text = flat(readme.render(m, c))  # a real set, scored on a subset: named, with its image count
+    assert "; RealSR (10 images) psnr +2.50 dB [+1.70, +3.40] (reproduced)." in text
     assert "Baselines" not in flat(readme.render(with_full_sets(), claims()))  # none evaluated: no line

@@ -28,6 +28,7 @@ import pandas as pd
 
 from yonos.errors import UserError
 from yonos.io import write_text
+from yonos.report.tables import dataset_title
 
 README = Path("README.md")
 BEGIN = "<!-- yonos:numbers:begin source={source} -->"
@@ -87,7 +88,7 @@ def render(metrics: dict, claims: pd.DataFrame | None = None) -> str:
         raise UserError(f"metrics.json lacks {', '.join(absent)} of the embedded set; run the pipeline (dvc repro)")
     full = [ds for ds in FULL_SETS if not math.isnan(v("bicubic@0", "psnr", ds))]
     main = "b100" if "b100" in full else "embedded"  # the set a headline verdict is read on
-    title = lambda ds: FULL_SETS.get(ds, "the held-out crops")  # noqa: E731
+    title = lambda ds: "the held-out crops" if ds == "embedded" else dataset_title(ds)  # noqa: E731
     lines = []
 
     gaps = {ds: (v("autoencoder@0", "psnr", ds), v("bicubic@0", "psnr", ds)) for ds in [*full, "embedded"]}
@@ -196,7 +197,10 @@ def _baseline_lines(v: _Metrics, claims: pd.DataFrame | None, title) -> list[str
     yonos, bicubic = v("distilled_x4+decoder@1", "psnr"), v("bicubic@0", "psnr")
     lines = [f"- **Baselines, trained at YONOS's budget** (held-out crops, PSNR-Y; YONOS + decoder at one step "
              f"{_db(yonos)} dB, bicubic {_db(bicubic)} dB): {'; '.join(parts)}."]
-    said = [f"{title(r['dataset'])} {r['metric']} {_diff(r, ' dB' if r['metric'] == 'psnr' else '')} ({r['verdict']})"
+    def where(r: dict) -> str:  # a real set is scored on a subset of its images: say how many
+        return title(r["dataset"]) + ("" if r["dataset"] in (*FULL_SETS, "embedded") else f" ({r['images']} images)")
+
+    said = [f"{where(r)} {r['metric']} {_diff(r, ' dB' if r['metric'] == 'psnr' else '')} ({r['verdict']})"
             for r in (claims[claims["claim"].astype(str).str.startswith("3")].to_dict("records")
                       if claims is not None and not claims.empty else [])]
     if said:
