@@ -148,3 +148,13 @@ def test_spread_keeps_evenly_spaced_images_with_their_own_lr(tmp_path):
     assert sub.ids == ["Canon_000", "Canon_003", "Nikon_000", "Nikon_003"]  # both cameras, not the first four
     assert [p.stem for p in sub.lr_paths] == sub.ids and [p.stem for p in sub.hr_paths] == sub.ids
     assert ps.spread(12) is ps and ps.spread(50) is ps and len(ps) == 12  # the set itself is left whole
+
+
+@pytest.mark.parametrize("images", [0, -3, 2.5, "ten"])
+def test_a_bad_image_count_is_one_line_naming_the_set(images):
+    from yonos.stages.evaluate import set_options
+
+    with pytest.raises(UserError, match=r"set realsr: images must be a whole number >= 1") as err:
+        set_options({"name": "realsr", "images": images}, {"steps": [1], "metrics": ["psnr"]})
+    assert "\n" not in str(err.value)
+    assert set_options({"name": "realsr", "images": 10}, {"steps": [1], "metrics": ["psnr"]})[1]["images"] == 10

@@ -245,4 +245,3 @@ def read_folder_config(path: str | os.PathLike, name: str, fmt: int, *, what: st
     if cfg.get("format") != fmt:
         raise UserError(f"{cfg_file}: checkpoint format {cfg.get('format')} is not {fmt}; {fix}")
     return cfg
-

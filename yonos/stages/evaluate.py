@@ -77,8 +77,12 @@ def set_options(entry, ecfg: dict) -> tuple[str, dict]:
     N of its images, evenly spaced in name order, where every image costs minutes)."""
     if isinstance(entry, str):
         return entry, {"steps": ecfg["steps"], "metrics": ecfg["metrics"], "images": None}
+    images = entry.get("images")
+    if images is not None and (not isinstance(images, int) or isinstance(images, bool) or images < 1):
+        raise UserError(f"params.yaml: set {entry['name']}: images must be a whole number >= 1 (or absent: all), "
+                        f"got {images!r}")
     return entry["name"], {"steps": entry.get("steps", ecfg["steps"]), "metrics": entry.get("metrics", ecfg["metrics"]),
-                           "images": entry.get("images")}
+                           "images": images}
 
 
 def variant_specs(cfg: dict, ecfg: dict) -> dict[str, dict]:
@@ -189,9 +193,9 @@ def evaluate_sets(cfg: dict, ecfg: dict, out: Path, *, missing: str, carry=None)
                      for v, spec in specs.items() for metric in set_cfg["metrics"]]
             continue
         subset = ""
-        if set_cfg["images"] and int(set_cfg["images"]) < len(eset):
-            subset = subset_note(int(set_cfg["images"]), len(eset))
-            eset = eset.spread(int(set_cfg["images"]))
+        if set_cfg["images"] and set_cfg["images"] < len(eset):
+            subset = subset_note(set_cfg["images"], len(eset))
+            eset = eset.spread(set_cfg["images"])
         if variants is None:
             variants = build_variants(cfg, device, specs)
         scorer = Scorer(set_cfg["metrics"], device=device, border=eset.border)
