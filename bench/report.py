@@ -285,11 +285,12 @@ def fastpath_section(data: dict) -> list[str]:
                      f"within {tol:g} dB": "ref" if is_ref else fmt(within),
                      "first call s": fmt(info.get("first_call_s")), "peak MB": fmt(info.get("peak_memory_mb"), 4)})
     notes = sorted({text(b["extra_info"]["psnr_note"]) for b in rows if b["extra_info"].get("psnr_note")})
-    return [f"## {text(rows[0]['group'])}: opt-in flags (yonos/fastpath.py)", "",
+    return [f"## {text(rows[0]['group'])}: the flags of yonos/fastpath.py", "",
             f"YONOS one step, the same LR; median of {ref['stats'].get('rounds', '?')} rounds each. PSNR-Y: the "
             "embedded evaluation crops at one step with the evaluate stage's noise seeds. A flag may become a "
             f"default only if it is faster and its PSNR-Y moves by at most {tol:g} dB. First call: compilation "
-            "for compile, a warm-up for the others. Weights: "
+            "for compile, a warm-up for the others. `auto`: `yonos upscale`'s default on this machine "
+            "(bf16 + inference_mode where bf16 is native, else channels_last + inference_mode). Weights: "
             f"{text(ref['extra_info'].get('weights', 'not recorded'))}.", "",
             md(pd.DataFrame.from_records(recs)), "", *[f"- {n}" for n in notes], ""]
 

@@ -27,7 +27,8 @@ from yonos.sampler import per_image_generators
 
 GROUP = "fast path 128->512"
 DEFAULT_TOLERANCE_DB = 0.05  # issue 10: a flag becomes a default only if PSNR-Y moves by <= 0.05 dB
-FLAG_SETS = ["", "inference_mode", "channels_last", "bf16", "bf16,channels_last", "compile"]
+FLAG_SETS = ["", "inference_mode", "channels_last", "bf16", "bf16,channels_last", "compile",
+             "auto"]  # `yonos upscale`'s default, resolved for this machine (FastPath.auto)
 
 
 @pytest.fixture(scope="module")
@@ -60,9 +61,14 @@ def psnr_y(method, crops) -> float:
     return float(Scorer(["psnr"], device=device(), border=0).score(sr, hr.to(device()))["psnr"].mean())
 
 
-@pytest.mark.parametrize("flags", FLAG_SETS, ids=[FastPath.parse(f).label() for f in FLAG_SETS])
+def flag_label(flags: str) -> str:
+    label = FastPath.parse(flags, device()).label()
+    return f"auto: {label}" if flags == "auto" else label
+
+
+@pytest.mark.parametrize("flags", FLAG_SETS, ids=[f if f == "auto" else FastPath.parse(f).label() for f in FLAG_SETS])
 def test_fast_path(benchmark, yonos_method, eval_crops, fp32_outputs, flags):
-    fast = FastPath.parse(flags)
+    fast = FastPath.parse(flags, device())
     method = load_method("yonos", checkpoint=Path(yonos_method.checkpoint), device=device(), fast=flags or None)
     lr = torch.rand(1, 3, 128, 128, generator=torch.Generator().manual_seed(0)).to(device())
     benchmark.group = GROUP
@@ -77,7 +83,7 @@ def test_fast_path(benchmark, yonos_method, eval_crops, fp32_outputs, flags):
     first_call_s = time.perf_counter() - t0
     reset_peak()
     benchmark.pedantic(call, rounds=3 if fast.compile else 5, iterations=1, warmup_rounds=0)
-    info = {"flags": fast.label(), "reference": not flags, "weights": yonos_method.source,
+    info = {"flags": flag_label(flags), "reference": not flags, "weights": yonos_method.source,
             "peak_memory_mb": round(peak_memory_mb(), 1), "first_call_s": round(first_call_s, 3),
             "default_tolerance_db": DEFAULT_TOLERANCE_DB}
     if isinstance(eval_crops, str):

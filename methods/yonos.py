@@ -24,10 +24,10 @@ class Yonos:
 
     def __init__(self, checkpoint: str, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32,
                  fast: str | None = None):
-        """fast: opt-in speed-ups, e.g. "bf16,channels_last" (yonos/fastpath.py); default none."""
+        """fast: speed-ups, e.g. "bf16,channels_last" or "auto" (yonos/fastpath.py); default none (fp32)."""
         self.checkpoint = str(checkpoint)
         self.pipe = YonosPipeline.from_pretrained(checkpoint, device=device, dtype=dtype)
-        self.pipe.set_fast(FastPath.parse(fast))
+        self.pipe.set_fast(FastPath.parse(fast, device))
         self.scales = (self.pipe.scale,)
 
     def upscale(self, lr, *, scale: int, steps: int = 1, generator=None, return_latents: bool = False):

@@ -158,3 +158,17 @@ def test_a_bad_image_count_is_one_line_naming_the_set(images):
         set_options({"name": "realsr", "images": images}, {"steps": [1], "metrics": ["psnr"]})
     assert "\n" not in str(err.value)
     assert set_options({"name": "realsr", "images": 10}, {"steps": [1], "metrics": ["psnr"]})[1]["images"] == 10
+
+
+def test_a_full_set_saves_the_grid_images_its_subset_saves(tmp_path):
+    """evaluate_real scores every RealSR image, a baseline 10 of them: both must save the images the grid shows."""
+    from yonos.stages.evaluate import grid_ids
+
+    names = [f"Canon_{i:03d}" for i in range(6)] + [f"Nikon_{i:03d}" for i in range(6)]
+    make_pairs(tmp_path, names)
+    ps = load_paired_folder(tmp_path / "lr", tmp_path / "hr", name="toy")
+    cfg = {"evaluate_baselines": {"sets": ["embedded"], "real_sets": [{"name": "toy", "images": 4}]}}
+    whole, subset = grid_ids(cfg, "toy", ps, 2), grid_ids(cfg, "toy", ps.spread(4), 2)
+    assert subset == {"Canon_000", "Canon_003"} and subset <= whole
+    assert whole == {"Canon_000", "Canon_001", "Canon_003"}
+    assert grid_ids({}, "toy", ps, 2) == {"Canon_000", "Canon_001"}  # no subset anywhere: the first k, as before

@@ -18,8 +18,40 @@ def test_flags_parse_and_name_themselves():
     assert FastPath.parse("bf16, channels_last") == FastPath(bf16=True, channels_last=True)
     assert FastPath.parse(None) == FastPath() and FastPath().label() == "fp32"
     assert FastPath(bf16=True, inference_mode=True).label() == "bf16+inference_mode"
-    with pytest.raises(UserError, match="unknown flag fp8; choose from bf16, channels_last, compile, inference_mode"):
+    with pytest.raises(UserError, match="unknown flag fp8; choose auto, fp32 or from bf16, channels_last, compile, "
+                                        "inference_mode"):
         FastPath.parse("bf16,fp8")
+    assert FastPath.parse("fp32") == FastPath()
+
+
+def test_auto_is_the_gated_flags_with_bf16_only_where_native(monkeypatch):
+    import yonos.fastpath as fp
+
+    probe = fp.native_bf16
+    for native in (True, False):
+        monkeypatch.setattr(fp, "native_bf16", lambda device, native=native: native)
+        assert FastPath.parse("auto") == FastPath(bf16=native, channels_last=not native, inference_mode=True)
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False, raising=False)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False, raising=False)
+    assert not probe("cpu")  # an AVX2-only CPU: fp32, where bf16 would be emulated and slower
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: True, raising=False)
+    assert probe("cpu") and not probe("meta")
+
+
+def test_auto_keeps_each_image_the_same_whatever_the_batch(smoke_cfg):
+    """The default of `yonos upscale`: per-image determinism holds under it too (bf16 where native)."""
+    lr = torch.rand(3, 3, 16, 16, generator=torch.Generator().manual_seed(1))
+    pipe = make_tiny_pipeline(smoke_cfg).set_fast(FastPath.auto("cpu"))
+    batch = pipe.upscale_batch(lr, steps=1, generator=per_image_generators([5, 6, 7]))
+    for i, seed in enumerate([5, 6, 7]):
+        one = pipe.upscale_batch(lr[i:i + 1], steps=1, generator=per_image_generators([seed]))
+        torch.testing.assert_close(one[0], batch[i], atol=1e-5, rtol=0)  # as fp32 (tests/test_pipeline.py)
+
+
+def test_fp32_undoes_the_layout(smoke_cfg):
+    pipe = make_tiny_pipeline(smoke_cfg).set_fast(FastPath(channels_last=True)).set_fast(FastPath())
+    conv = next(m for m in pipe.unet.modules() if isinstance(m, torch.nn.Conv2d))
+    assert conv.weight.is_contiguous() and pipe.fast.label() == "fp32"
 
 
 @pytest.fixture()

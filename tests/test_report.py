@@ -242,3 +242,14 @@ def test_rows_on_part_of_a_set_are_marked_and_their_na_reasons_kept():
     assert "§ Scored on 10 of 100 images, evenly spaced in name order" in text
     assert "- n/a LPIPS: LPIPS weights missing" in text  # the reason, without the subset part
     assert "subset:" not in text and r"\S{}" in tables.to_latex(block)
+
+
+def test_grid_shows_the_images_most_columns_saved(tmp_path):
+    from yonos.report.figures import shared_ids
+
+    hr, a, b = tmp_path / "hr", tmp_path / "a", tmp_path / "b"
+    for folder, names in ((hr, "0123"), (a, "0123"), (b, "03")):  # b: a method scored on a subset
+        for n in names:
+            save_image(torch.zeros(3, 4, 4), folder / f"{n}.png")
+    assert shared_ids(hr, [hr, a, b], 2) == ["0.png", "3.png"]
+    assert shared_ids(hr, [hr, a], 2) == ["0.png", "1.png"]  # all saved alike: name order

@@ -38,8 +38,9 @@ def register(sub) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace existing output files")
     p.add_argument("--device", default="auto", help=DEVICE_HELP)
     p.add_argument("--fast", default=None, metavar="FLAGS",
-                   help="YONOS checkpoints: opt-in speed-ups, comma-separated: bf16, channels_last, compile, "
-                        "inference_mode (yonos/fastpath.py; their speed and PSNR change are in reports/bench.md)")
+                   help="YONOS checkpoints: speed-ups, comma-separated: bf16, channels_last, compile, inference_mode; "
+                        "or fp32 (none of them). Default auto: channels_last and inference_mode, plus bf16 where "
+                        "the device runs it natively (yonos/fastpath.py; speed and PSNR change in reports/bench.md)")
     p.add_argument("--max-memory", type=float, default=None, metavar="GIB",
                    help="refuse an image whose estimated peak memory exceeds GIB (default: the device's memory: "
                         "GPU memory, or RAM on the CPU); large images are tiled automatically")
@@ -215,7 +216,10 @@ def run(args) -> int:
     check_writable(jobs)
     sizes = read_all(jobs)  # all inputs validated before the model loads
     check_memory(jobs, sizes, info, args.max_memory, device)
-    pipe = YonosPipeline.from_pretrained(args.checkpoint, device=device).set_fast(FastPath.parse(args.fast))
+    fast = FastPath.parse(args.fast or "auto", device)
+    pipe = YonosPipeline.from_pretrained(args.checkpoint, device=device).set_fast(fast)
+    print(f"fast path: {fast.label()}" + ("" if args.fast else " (default auto; --fast fp32 for the reference path)"),
+          file=sys.stderr)
     if args.max_memory is not None:
         pipe.max_memory = int(args.max_memory * 2**30)
     for src, dst in jobs:

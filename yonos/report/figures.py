@@ -190,6 +190,14 @@ def _load_rgb(path: Path, size: tuple[int, int] | None = None) -> np.ndarray:
     return img.permute(1, 2, 0).numpy()
 
 
+def shared_ids(hr_folder: Path, folders: Sequence[Path], n: int) -> list[str]:
+    """n image names of `hr_folder`, those saved by the most columns first, then in name order: a method
+    scored on a subset of a set (`images: N`) saved other images than one scored on all of it."""
+    names = [p.name for p in list_images(hr_folder)]
+    count = {name: sum((f / name).is_file() for f in folders) for name in names}
+    return sorted(names, key=lambda name: (-count[name], names.index(name)))[:n]
+
+
 def grid_figure(images_dirs: str | os.PathLike | Sequence[str | os.PathLike], path, *, steps: int = 1,
                 n_images: int = 2, zoom: float = 0.25, column_steps: dict[str, int] | None = None) -> list[str] | None:
     """Rows: for each image, the full frame (zoom box drawn) then the zoomed crop; columns
@@ -203,7 +211,7 @@ def grid_figure(images_dirs: str | os.PathLike | Sequence[str | os.PathLike], pa
     if folders["hr"] is None:
         return None
     columns = [c for c in GRID_COLUMNS if folders[c] is not None]
-    ids = [p.name for p in list_images(folders["hr"])][:n_images]
+    ids = shared_ids(folders["hr"], [folders[c] for c in columns], n_images)
     width = COLUMN_WIDTH_IN * 2  # a grid needs the full text width (figure*)
     cell = width / len(columns)
     with plt.rc_context(STYLE):

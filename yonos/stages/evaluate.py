@@ -85,6 +85,26 @@ def set_options(entry, ecfg: dict) -> tuple[str, dict]:
                            "images": images}
 
 
+def subset_sizes(cfg: dict, set_name: str) -> set[int]:
+    """The `images: N` subsets any evaluation stage of this profile scores `set_name` on (the baselines')."""
+    sizes = set()
+    for key in ("sets", "real_sets"):
+        for entry in (cfg.get("evaluate_baselines") or {}).get(key) or []:
+            if isinstance(entry, dict) and entry.get("name") == set_name and entry.get("images"):
+                sizes.add(int(entry["images"]))
+    return sizes
+
+
+def grid_ids(cfg: dict, set_name: str, eset, k: int) -> set[str]:
+    """The ids whose images a stage saves for the visual grids: the first k, plus the first k of each
+    evenly spaced subset another stage scores this set on, so that a method scored on every image and one
+    scored on a subset (`images: N`) save the same images, and the grid shows them side by side."""
+    ids = set(eset.ids[:k])
+    for n in subset_sizes(cfg, set_name):
+        ids |= set(eset.spread(n).ids[:k])
+    return ids
+
+
 def variant_specs(cfg: dict, ecfg: dict) -> dict[str, dict]:
     """The variants a stage scores: `ecfg["variants"]` when it is a {name: spec} mapping (the baselines'
     stages), the named subset of `evaluate.variants` when it is a list (evaluate_real), else all of them."""
@@ -200,7 +220,7 @@ def evaluate_sets(cfg: dict, ecfg: dict, out: Path, *, missing: str, carry=None)
             variants = build_variants(cfg, device, specs)
         scorer = Scorer(set_cfg["metrics"], device=device, border=eset.border)
         img_root = out / "images" / set_name
-        saved = set(eset.ids[: ecfg["save_images"]])
+        saved = grid_ids(cfg, set_name, eset, ecfg["save_images"])
         for i in saved:  # LR and HR beside the SR images, for the visual grids
             _, lr, hr = eset[eset.ids.index(i)]
             save_image(lr, img_root / "lr" / f"{i}.png")
