@@ -6,7 +6,7 @@
 An arm is a set of params overrides (ARMS; dotted keys as `dvc exp run -S` takes them). It reuses the
 main run's data, autoencoder and latent bank (runs/<profile>/{scan_data, prepare_data, train_autoencoder,
 encode_latents}: linked, never written), trains the U-Net stages again under runs/study/<arm>/<profile>/
-(teacher, student, direct, decoder), evaluates them on the profile's STUDY_SETS and runs diagnose_onestep. The main run
+(teacher, student, direct, decoder; those whose settings the arm leaves alone are linked: `reused`), evaluates them on the profile's STUDY_SETS and runs diagnose_onestep. The main run
 (`dvc repro`) must have finished first. `report` pairs each arm's per-image scores with the main run's on
 the same images and noise seeds and judges "arm beats main" with the bootstrap of yonos/report/claims.py;
 the seed arms and the main run (seed 0) together give the paper's claims (report.claims) over training seeds.
@@ -41,11 +41,20 @@ BASE_ARMS: dict[str, dict] = {
     # paper's decoder beats it, the gain comes from the one-step latents, not from more decoder training.
     "decoder_control": {"decoder.latents": "autoencoder"},
 }
+# Claim 1 against the budget: the student's and the direct model's optimiser steps (equal for both, so only
+# the target differs) over 4x around the main run's 500, and the teacher at twice its 800 steps. Judged as
+# distilled vs direct within each arm (claim1_budget), not against the main run.
+CLAIM1_ARMS: dict[str, dict] = {
+    "claim1_s250": {"distill.steps": 250, "direct.steps": 250},
+    "claim1_s1000": {"distill.steps": 1000, "direct.steps": 1000},
+    "claim1_t1600": {"teacher.steps": 1600},
+}
 # Arms replicated over the training seeds (<arm>_seed1, <arm>_seed2): judged against the main run's seeds
 # pair by pair, and, for `prior`, the paper's claims again with the teacher started from the prior.
 REPLICATED = ("prior", "zero_snr")
 ARMS: dict[str, dict] = {
     **BASE_ARMS,
+    **CLAIM1_ARMS,
     **{arm: {"seed": seed} for arm, seed in SEED_ARMS.items()},
     **{f"{arm}_{tag}": {**BASE_ARMS[arm], "seed": seed} for arm in REPLICATED for tag, seed in SEED_ARMS.items()},
 }
@@ -107,10 +116,20 @@ def decoder_only(arm: str) -> bool:
     return arm in ARMS and all(key.startswith("decoder.") for key in ARMS[arm])
 
 
+def reused(arm: str) -> tuple[str, ...]:
+    """The main run's U-Net stages an arm links instead of retraining: those whose settings it leaves alone
+    (a decoder-only arm: every U-Net; an arm that changes only the student and the direct model: the teacher)."""
+    if decoder_only(arm):
+        return TRAIN_STAGES[:-1]
+    if arm in ARMS and all(key.startswith(("distill.", "direct.")) for key in ARMS[arm]):
+        return ("train_teacher",)
+    return ()
+
+
 def link_shared(cfg: dict, arm_cfg: dict, arm: str) -> None:
-    """The main run's data, autoencoder and bank (and U-Nets, for a decoder-only arm), linked into the arm's
-    run folder."""
-    for stage in SHARED_STAGES + (TRAIN_STAGES[:-1] if decoder_only(arm) else ()):
+    """The main run's data, autoencoder and bank (and the U-Nets it does not retrain, `reused`), linked into
+    the arm's run folder."""
+    for stage in SHARED_STAGES + reused(arm):
         main, here = run_dir(cfg, stage).resolve(), run_dir(arm_cfg, stage)
         if not main.is_dir():
             raise UserError(f"{run_dir(cfg, stage)}: missing; run the main pipeline first (dvc repro)")
@@ -132,7 +151,8 @@ def run_arm(cfg: dict, arm: str) -> None:
         run_stage(f"train_{method}", importlib.import_module(f"yonos.stages.train_{method}").run, acfg)
         run_stage(stage_name(method), lambda c: run_method(c, method), acfg)
         return
-    stages = ("finetune_decoder", "evaluate") if decoder_only(arm) else (*TRAIN_STAGES, "evaluate", "diagnose_onestep")
+    stages = [s for s in TRAIN_STAGES if s not in reused(arm)] + ["evaluate"]
+    stages += [] if decoder_only(arm) else ["diagnose_onestep"]
     for stage in stages:
         print(f"[study] {arm}: {stage}", file=sys.stderr)
         run_stage(stage, importlib.import_module(f"yonos.stages.{stage}").run, acfg)
@@ -194,6 +214,63 @@ def claims_over_seeds(cfg: dict, arm: str | None = None) -> pd.DataFrame:
     return claims.verdicts(pd.concat(frames, ignore_index=True), specs, STUDY_STEPS)
 
 
+def claim1_budget(cfg: dict) -> pd.DataFrame:
+    """Claim 1 (distilled beats direct) at each training budget: the main run (over its training seeds) and
+    each CLAIM1_ARMS arm run, with columns `teacher_steps` and `student_steps` (= the direct model's)."""
+    spec = next((c for c in (cfg.get("report") or {}).get("claims") or [] if c["claim"].startswith("1")), None)
+    if spec is None:
+        return claims.to_frame([])
+    out = []
+    for arm in (None, *CLAIM1_ARMS):
+        frames = seed_frames(cfg, arm)
+        if not frames:
+            continue
+        acfg = cfg if arm is None else arm_config(cfg, arm)
+        scores = pd.concat(frames, ignore_index=True)
+        frame = claims.verdicts(scores[scores["dataset"].isin(STUDY_SETS)], [spec], STUDY_STEPS)
+        out.append(frame.assign(arm=arm or "main", teacher_steps=int(acfg["teacher"]["steps"]),
+                                student_steps=int(acfg["distill"]["steps"])))
+    return pd.concat(out, ignore_index=True) if out else claims.to_frame([])
+
+
+def claim1_figure(frame: pd.DataFrame, path: Path, metric: str = "psnr") -> Path | None:
+    """The distilled - direct gap with its 95% interval against the student's budget, one panel per set and
+    one line per sampling step count; the longer-trained teacher as open markers."""
+    import matplotlib.pyplot as plt
+
+    from yonos.report.figures import COLUMN_WIDTH_IN, STYLE, save_figure
+
+    sub = frame[frame["metric"] == metric] if len(frame) else frame
+    if not len(sub):
+        return None
+    base_teacher = int(sub.loc[sub["arm"] == "main", "teacher_steps"].iloc[0]) if (sub["arm"] == "main").any() else None
+    datasets = sorted(sub["dataset"].unique())
+    with plt.rc_context(STYLE):
+        fig, axes = plt.subplots(1, len(datasets), figsize=(COLUMN_WIDTH_IN, 1.6), squeeze=False, sharey=True)
+        for ax, dataset in zip(axes[0], datasets):
+            for k, steps in enumerate(sorted(sub["steps"].unique())):
+                rows = sub[(sub["dataset"] == dataset) & (sub["steps"] == steps)]
+                colour = f"C{k}"
+                for longer, part in rows.groupby(rows["teacher_steps"] != base_teacher):
+                    part = part.sort_values("student_steps")
+                    x = part["student_steps"] * (1.06 ** (k - 1))  # steps side by side, not on top of each other
+                    ax.errorbar(x, part["diff"], yerr=[part["diff"] - part["low"], part["high"] - part["diff"]],
+                                color=colour, marker="o", ms=3, lw=0.8, capsize=1.5,
+                                mfc="white" if longer else colour, ls="none" if longer else "-",
+                                label=None if longer else f"{steps} step{'s' if steps > 1 else ''}")
+            ax.axhline(0, color="0.5", lw=0.5)
+            ax.set_xscale("log", base=2)
+            ax.set_xticks(sorted(sub["student_steps"].unique()), [str(v) for v in sorted(sub["student_steps"].unique())])
+            ax.minorticks_off()
+            ax.set_title(dataset)
+            ax.set_xlabel("student = direct steps")
+        axes[0, 0].set_ylabel(f"distilled − direct {metric.upper()}-Y (dB)" if metric == "psnr" else f"Δ {metric}")
+        axes[0, 0].legend(loc="best", frameon=False)
+        fig.tight_layout()
+        save_figure(fig, path)
+    return path
+
+
 def budget_table(cfg: dict) -> str:
     """PSNR-Y on the held-out crops against sampling steps: each budget arm beside the main run's baseline."""
     from yonos.stages.evaluate_baseline import stage_name
@@ -250,6 +327,23 @@ def write_report(cfg: dict, out: str | Path = "reports/claims") -> Path:
             "its row against distilled_x4 says whether the extra decoder training helps by itself. Arms not run "
             "are absent.\n\n"
             + (claims.to_markdown(arms) if len(arms) else "No arm has been run.\n"))
+    budget1 = claim1_budget(cfg)
+    if len(budget1):
+        with atomic_path(out / "claim1_budget.csv") as tmp:
+            budget1.to_csv(tmp, index=False, float_format="%.6g")
+        figure = claim1_figure(budget1, out / "claim1_budget.png")
+        psnr = budget1[budget1["metric"] == "psnr"]
+        text += ("\n## Claim 1 against the training budget\n\n"
+                 "Distilled vs direct within each run, at the main run's budget (teacher "
+                 f"{int(cfg['teacher']['steps'])} steps, student = direct {int(cfg['distill']['steps'])}; over its "
+                 "training seeds) and at the arms' (`python -m yonos.study run "
+                 + " ".join(CLAIM1_ARMS) + "`: "
+                 + "; ".join(f"`{a}`: {', '.join(f'{k}={v}' for k, v in o.items())}" for a, o in CLAIM1_ARMS.items())
+                 + "). The paper's Claim 1 predicts a positive gap, largest at few steps. All metrics in "
+                 "claim1_budget.csv.\n\n"
+                 + (f"![Claim 1 against budget]({figure.name})\n\n" if figure else "")
+                 + claims.to_markdown(psnr.assign(claim=psnr["arm"] + " (teacher " + psnr["teacher_steps"].astype(str)
+                                                  + ", student " + psnr["student_steps"].astype(str) + ")")))
     budget = budget_table(cfg)
     if budget:
         text += ("\n## Baselines at more budget\n\nPSNR-Y (dB) on the held-out crops against sampling steps: a "
