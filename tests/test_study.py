@@ -35,6 +35,8 @@ def test_a_student_budget_arm_retrains_student_and_direct_on_the_main_teacher(cf
     assert study.reused("claim1_t1600") == ()  # a new teacher: every U-Net again
     assert study.reused("decoder_control") == ("train_teacher", "distill_student", "train_direct")
     assert study.reused("seed1") == () and study.reused("ldmsr_budget5") == ()
+    assert study.reused("claim1_direct_scratch") == ("train_teacher", "distill_student", "finetune_decoder")
+    assert study.decoder_only("decoder_control") and not study.decoder_only("claim1_direct_scratch")
     arm = study.arm_config(cfg, "claim1_s1000")
     assert (arm["distill"]["steps"], arm["direct"]["steps"], arm["teacher"]["steps"]) == (1000, 1000, 800)
     assert cfg["distill"]["steps"] == 500  # the main run's params are not touched
@@ -53,4 +55,4 @@ def test_claim1_budget_judges_distilled_against_direct_within_each_run(cfg, tmp_
     assert study.claim1_figure(frame, tmp_path / "gap.png").stat().st_size > 0
     text = study.write_report(cfg, tmp_path / "claims").read_text()
     assert "## Claim 1 against the training budget" in text and "![Claim 1 against budget](claim1_budget.png)" in text
-    assert "| claim1_s1000 (teacher 800, student 1000) | b100 |" in text
+    assert "| claim1_s1000 (teacher 800, student 1000, direct from teacher) | b100 |" in text

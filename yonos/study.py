@@ -49,12 +49,18 @@ CLAIM1_ARMS: dict[str, dict] = {
     "claim1_s1000": {"distill.steps": 1000, "direct.steps": 1000},
     "claim1_t1600": {"teacher.steps": 1600},
 }
+# Claim 1's mechanism: the direct model from scratch, the paper's baseline, instead of from the teacher (the
+# main run gives both models the teacher's start so that only the target differs).
+CLAIM1_MECHANISM: dict[str, dict] = {
+    "claim1_direct_scratch": {"direct.init": "scratch"},
+}
 # Arms replicated over the training seeds (<arm>_seed1, <arm>_seed2): judged against the main run's seeds
 # pair by pair, and, for `prior`, the paper's claims again with the teacher started from the prior.
 REPLICATED = ("prior", "zero_snr")
 ARMS: dict[str, dict] = {
     **BASE_ARMS,
     **CLAIM1_ARMS,
+    **CLAIM1_MECHANISM,
     **{arm: {"seed": seed} for arm, seed in SEED_ARMS.items()},
     **{f"{arm}_{tag}": {**BASE_ARMS[arm], "seed": seed} for arm in REPLICATED for tag, seed in SEED_ARMS.items()},
 }
@@ -110,20 +116,30 @@ def arm_config(cfg: dict, arm: str) -> dict:
     return out
 
 
+# The training stages a params section changes (the stages after them read their outputs); any other key
+# (teacher, model, train, seed) changes the teacher and so every stage.
+RETRAINS = {"decoder.": ("finetune_decoder",), "direct.": ("train_direct",),
+            "distill.": ("distill_student", "finetune_decoder")}
+
+
+def retrained(arm: str) -> set[str]:
+    """The training stages an arm runs again; every one for an arm outside ARMS (a baseline budget arm)."""
+    out = set()
+    for key in ARMS.get(arm, {"": None}):
+        out |= set(next((v for k, v in RETRAINS.items() if key.startswith(k)), TRAIN_STAGES))
+    return out
+
+
 def decoder_only(arm: str) -> bool:
     """An arm that changes only the decoder stage: it reuses the main run's U-Nets, whose training never
     reads `decoder`, and retrains and scores only the decoder."""
-    return arm in ARMS and all(key.startswith("decoder.") for key in ARMS[arm])
+    return arm in ARMS and retrained(arm) == {"finetune_decoder"}
 
 
 def reused(arm: str) -> tuple[str, ...]:
-    """The main run's U-Net stages an arm links instead of retraining: those whose settings it leaves alone
-    (a decoder-only arm: every U-Net; an arm that changes only the student and the direct model: the teacher)."""
-    if decoder_only(arm):
-        return TRAIN_STAGES[:-1]
-    if arm in ARMS and all(key.startswith(("distill.", "direct.")) for key in ARMS[arm]):
-        return ("train_teacher",)
-    return ()
+    """The main run's training stages an arm links instead of retraining: those whose settings it leaves alone
+    (a decoder-only arm: every U-Net; a student-budget arm: the teacher; a direct-only arm: all but direct)."""
+    return tuple(s for s in TRAIN_STAGES if s not in retrained(arm)) if arm in ARMS else ()
 
 
 def link_shared(cfg: dict, arm_cfg: dict, arm: str) -> None:
@@ -221,7 +237,7 @@ def claim1_budget(cfg: dict) -> pd.DataFrame:
     if spec is None:
         return claims.to_frame([])
     out = []
-    for arm in (None, *CLAIM1_ARMS):
+    for arm in (None, *CLAIM1_ARMS, *CLAIM1_MECHANISM):
         frames = seed_frames(cfg, arm)
         if not frames:
             continue
@@ -229,7 +245,7 @@ def claim1_budget(cfg: dict) -> pd.DataFrame:
         scores = pd.concat(frames, ignore_index=True)
         frame = claims.verdicts(scores[scores["dataset"].isin(STUDY_SETS)], [spec], STUDY_STEPS)
         out.append(frame.assign(arm=arm or "main", teacher_steps=int(acfg["teacher"]["steps"]),
-                                student_steps=int(acfg["distill"]["steps"])))
+                                student_steps=int(acfg["distill"]["steps"]), direct_init=acfg["direct"]["init"]))
     return pd.concat(out, ignore_index=True) if out else claims.to_frame([])
 
 
@@ -240,7 +256,7 @@ def claim1_figure(frame: pd.DataFrame, path: Path, metric: str = "psnr") -> Path
 
     from yonos.report.figures import COLUMN_WIDTH_IN, STYLE, save_figure
 
-    sub = frame[frame["metric"] == metric] if len(frame) else frame
+    sub = frame[(frame["metric"] == metric) & ~frame["arm"].isin(list(CLAIM1_MECHANISM))] if len(frame) else frame
     if not len(sub):
         return None
     base_teacher = int(sub.loc[sub["arm"] == "main", "teacher_steps"].iloc[0]) if (sub["arm"] == "main").any() else None
@@ -339,11 +355,14 @@ def write_report(cfg: dict, out: str | Path = "reports/claims") -> Path:
                  "training seeds) and at the arms' (`python -m yonos.study run "
                  + " ".join(CLAIM1_ARMS) + "`: "
                  + "; ".join(f"`{a}`: {', '.join(f'{k}={v}' for k, v in o.items())}" for a, o in CLAIM1_ARMS.items())
-                 + "). The paper's Claim 1 predicts a positive gap, largest at few steps. All metrics in "
+                 + "), and with the direct model started from scratch, the paper's baseline (`"
+                 + "`, `".join(CLAIM1_MECHANISM) + "`; the main run starts it from the teacher, as the student). "
+                 "The paper's Claim 1 predicts a positive gap, largest at few steps. All metrics in "
                  "claim1_budget.csv.\n\n"
                  + (f"![Claim 1 against budget]({figure.name})\n\n" if figure else "")
                  + claims.to_markdown(psnr.assign(claim=psnr["arm"] + " (teacher " + psnr["teacher_steps"].astype(str)
-                                                  + ", student " + psnr["student_steps"].astype(str) + ")")))
+                                                  + ", student " + psnr["student_steps"].astype(str)
+                                                  + ", direct from " + psnr["direct_init"] + ")")))
     budget = budget_table(cfg)
     if budget:
         text += ("\n## Baselines at more budget\n\nPSNR-Y (dB) on the held-out crops against sampling steps: a "
