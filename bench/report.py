@@ -272,6 +272,16 @@ def fastpath_section(data: dict) -> list[str]:
         return []
     base = float(ref["stats"]["median"])
     tol = float(ref["extra_info"].get("default_tolerance_db", 0.05))
+    # The same upscale's FLOPs and this run's GEMM rates, from the ratios group's FLOP-counted reference
+    flop_ref = next((b["extra_info"] for b in data["benchmarks"] if b["extra_info"].get("flops")), {})
+    flops, gemm = flop_ref.get("flops"), flop_ref.get("gemm") or {}
+
+    def gemm_fraction(flags: str, median: float):
+        g = gemm.get("bfloat16" if "bf16" in flags else "float32") or {}
+        if not (flops and g.get("flops_per_s")):
+            return None
+        return f"{flops / median / float(g['flops_per_s']):.0%} of {'bf16' if 'bf16' in flags else 'fp32'}"
+
     recs = []
     for b in rows:
         info, median = b["extra_info"], float(b["stats"]["median"])
@@ -279,7 +289,9 @@ def fastpath_section(data: dict) -> list[str]:
         within = None if delta is None else abs(delta) <= tol
         is_ref = bool(info.get("reference"))
         recs.append({"flags": text(info.get("flags")), "median s": fmt(median),
-                     "speed-up (x fp32)": fmt(base / median), "PSNR-Y dB": fmt(info.get("psnr_y"), 5),
+                     "speed-up (x fp32)": fmt(base / median),
+                     "GEMM rate achieved": gemm_fraction(str(info.get("flags")), median) or "n/a",
+                     "PSNR-Y dB": fmt(info.get("psnr_y"), 5),
                      "Δ PSNR-Y dB": "ref" if is_ref else fmt(delta),
                      "max abs Δ pixel": "ref" if is_ref else fmt(info.get("max_abs_diff")),
                      f"within {tol:g} dB": "ref" if is_ref else fmt(within),
@@ -289,7 +301,9 @@ def fastpath_section(data: dict) -> list[str]:
             f"YONOS one step, the same LR; median of {ref['stats'].get('rounds', '?')} rounds each. PSNR-Y: the "
             "embedded evaluation crops at one step with the evaluate stage's noise seeds. A flag may become a "
             f"default only if it is faster and its PSNR-Y moves by at most {tol:g} dB. First call: compilation "
-            "for compile, a warm-up for the others. `auto`: `yonos upscale`'s default on this machine "
+            "for compile, a warm-up for the others. GEMM rate achieved: the upscale's counted FLOPs per second "
+            f"over this run's GEMM rate in the flags' compute dtype (goal >= {GOAL_GEMM_FRACTION:.0%}; above 100% "
+            "means the 2048^3 GEMM does not reach the machine's peak). `auto`: `yonos upscale`'s default on this machine "
             "(bf16 + inference_mode where bf16 is native, else channels_last + inference_mode). Weights: "
             f"{text(ref['extra_info'].get('weights', 'not recorded'))}.", "",
             md(pd.DataFrame.from_records(recs)), "", *[f"- {n}" for n in notes], ""]
