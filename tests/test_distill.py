@@ -216,3 +216,49 @@ def test_params_give_the_ablation_the_students_budget(repo_root, profile):
     cfg = load_params(repo_root / "params.yaml", profile)
     assert cfg["direct"]["steps"] == cfg["distill"]["steps"], "direct must get the student's optimiser steps"
     assert cfg["direct"]["init"] == "teacher" and cfg["direct"]["scale"] == cfg["distill"]["scales"][1]
+
+
+# --- Claim 1's mechanism checks (yonos/study.py: claim1_teacher_noise, claim1_high_t) ---------------------------
+def test_uniform_draws_are_unchanged_and_the_options_only_add():
+    """The main run's examples are what they were: the options draw after t and eps, or replace t's draw."""
+    g = torch.Generator().manual_seed(7)
+    t, eps = torch.randint(0, 1000, (), generator=g), torch.randn(4, 8, 8, generator=g)
+    for options in ({}, {"teacher_noise": True}):
+        item = {}
+        train.draw_noise(item, torch.Generator().manual_seed(7), (4, 8, 8), num_timesteps=1000, **options)
+        assert int(item["t"]) == int(t) and torch.equal(item["eps"], eps)
+        assert ("eps_teacher" in item) == bool(options)
+    assert not torch.equal(item["eps_teacher"], item["eps"])
+
+
+def test_high_t_sampling_leans_towards_t_max():
+    ts = []
+    for i in range(4000):
+        item = {}
+        train.draw_noise(item, torch.Generator().manual_seed(i), (1,), num_timesteps=1000, t_sampling="high")
+        ts.append(int(item["t"]))
+    ts = np.array(ts)
+    assert 0 <= ts.min() and ts.max() <= 999
+    assert abs(ts.mean() - 2 * 1000 / 3) < 15 and abs(np.median(ts) - 707) < 20  # p(t) ~ t
+    with pytest.raises(Exception, match="t_sampling must be one of uniform, high"):
+        unet_stage.noise_options({"t_sampling": "late"})
+
+
+def test_independent_teacher_noise_gives_the_teacher_its_own_z_t(smoke_cfg):
+    pipe = YonosPipeline.from_params(smoke_cfg, 4, seed=0)
+    teacher = YonosPipeline.from_params(smoke_cfg, 2, seed=1, vae=pipe.vae)
+    task = train.LatentSR(LatentCodec(pipe.vae), pipe.scheduler.alphas_cumprod, pipe.null_emb,
+                          "v_prediction", "truncated_snr", {"kind": "bicubic"})
+    g = torch.Generator().manual_seed(0)
+    batch = {"hr": torch.rand(2, 3, 32, 32, generator=g), "seed": torch.tensor([1, 2]), "t": torch.tensor([500, 999]),
+             "eps": torch.randn(2, 4, 16, 16, generator=g)}
+    seen = []
+    hook = teacher.unet.register_forward_pre_hook(lambda m, args: seen.append(args[0][:, :4].clone()))
+    for extra in ({}, {"eps_teacher": torch.randn(2, 4, 16, 16, generator=g)}):
+        train.distillation_loss(pipe.unet, {**batch, **extra}, task=task, scale=4, teacher=teacher.unet,
+                                teacher_scale=2)
+    hook.remove()
+    z_h = LatentCodec(pipe.vae).encode(batch["hr"])
+    assert torch.allclose(seen[0], task.noisy(z_h, batch), atol=1e-6)  # Eq. 2: the student's z_t
+    assert torch.allclose(seen[1], task.noisy(z_h, {**batch, "eps": extra["eps_teacher"]}), atol=1e-6)
+    assert (seen[1] - seen[0]).abs().max() > 0.1

@@ -37,6 +37,8 @@ def test_a_student_budget_arm_retrains_student_and_direct_on_the_main_teacher(cf
     assert study.reused("seed1") == () and study.reused("ldmsr_budget5") == ()
     assert study.reused("claim1_direct_scratch") == ("train_teacher", "distill_student", "finetune_decoder")
     assert study.decoder_only("decoder_control") and not study.decoder_only("claim1_direct_scratch")
+    assert study.reused("claim1_teacher_noise") == ("train_teacher", "train_direct")
+    assert study.reused("claim1_high_t") == ("train_teacher",)
     arm = study.arm_config(cfg, "claim1_s1000")
     assert (arm["distill"]["steps"], arm["direct"]["steps"], arm["teacher"]["steps"]) == (1000, 1000, 800)
     assert cfg["distill"]["steps"] == 500  # the main run's params are not touched

@@ -36,6 +36,27 @@ from yonos.schedule import add_noise, alpha_sigma, loss_weight
 
 
 # --- examples -------------------------------------------------------------------------------------
+T_SAMPLING = ("uniform", "high")
+
+
+def draw_noise(item: dict, g: torch.Generator, shape, *, num_timesteps: int, t_sampling: str = "uniform",
+               teacher_noise: bool = False) -> None:
+    """An example's diffusion timestep t and noise eps, drawn from its own generator `g`, into `item`.
+    t_sampling "uniform" (Eq. 1) or "high": density rising linearly with t, p(t) ~ t, so half the draws
+    lie above 0.71 T (Claim 1's mechanism check: the one step starts at t = T). teacher_noise: a second,
+    independent noise `eps_teacher` for the distillation teacher (another mechanism check)."""
+    if t_sampling == "uniform":
+        item["t"] = torch.randint(0, num_timesteps, (), generator=g)
+    elif t_sampling == "high":
+        u = float(torch.rand((), generator=g))
+        item["t"] = torch.tensor(min(int(num_timesteps * math.sqrt(u)), num_timesteps - 1))
+    else:
+        raise UserError(f"params.yaml: t_sampling must be one of {', '.join(T_SAMPLING)}, got {t_sampling!r}")
+    item["eps"] = torch.randn(shape, generator=g)
+    if teacher_noise:
+        item["eps_teacher"] = torch.randn(shape, generator=g)
+
+
 def example_seed(seed: int, stream: str, index: int) -> int:
     """A well-mixed 63-bit seed for one example of one named stream."""
     ss = np.random.SeedSequence([int(seed), zlib.crc32(stream.encode()), int(index)])
@@ -51,7 +72,7 @@ class CropStream(Dataset):
     """
 
     def __init__(self, images: Sequence[torch.Tensor], crop: int, length: int, *, seed: int, stream: str,
-                 latent_shape: tuple[int, ...] | None = None, num_timesteps: int = 1000):
+                 latent_shape: tuple[int, ...] | None = None, num_timesteps: int = 1000, **noise):
         sizes = getattr(images, "sizes", None) or [tuple(im.shape[-2:]) for im in images]
         self.images, self.keep = images, [i for i, hw in enumerate(sizes) if min(hw) >= crop]
         if not self.keep:
@@ -59,7 +80,7 @@ class CropStream(Dataset):
         areas = torch.tensor([sizes[i][0] * sizes[i][1] for i in self.keep], dtype=torch.float64)
         self.weights = areas / areas.sum()  # sample images by area: every pixel equally likely
         self.crop, self.length, self.seed, self.stream = crop, length, seed, stream
-        self.latent_shape, self.num_timesteps = latent_shape, num_timesteps
+        self.latent_shape, self.num_timesteps, self.noise = latent_shape, num_timesteps, noise
 
     def __len__(self) -> int:
         return self.length
@@ -77,8 +98,7 @@ class CropStream(Dataset):
         hr = hr.flip(-1) if flip else hr
         item = {"hr": hr.contiguous(), "seed": s % (2**31)}
         if self.latent_shape is not None:
-            item["t"] = torch.randint(0, self.num_timesteps, (), generator=g)
-            item["eps"] = torch.randn(self.latent_shape, generator=g)
+            draw_noise(item, g, self.latent_shape, num_timesteps=self.num_timesteps, **self.noise)
         return item
 
 
@@ -91,9 +111,9 @@ class LatentBank(Dataset):
     """
 
     def __init__(self, bank: dict[str, torch.Tensor], length: int, *, seed: int, stream: str,
-                 num_timesteps: int = 1000, with_noise: bool = True):
+                 num_timesteps: int = 1000, with_noise: bool = True, **noise):
         self.bank, self.length, self.seed, self.stream = bank, length, seed, stream
-        self.num_timesteps, self.with_noise = num_timesteps, with_noise
+        self.num_timesteps, self.with_noise, self.noise = num_timesteps, with_noise, noise
         self.size = len(bank["seed"])
 
     def __len__(self) -> int:
@@ -106,8 +126,7 @@ class LatentBank(Dataset):
         item["hr"] = self.bank["hr"][j].float() / 255.0
         item["seed"] = self.bank["seed"][j]
         if self.with_noise:
-            item["t"] = torch.randint(0, self.num_timesteps, (), generator=g)
-            item["eps"] = torch.randn(item["z_h"].shape, generator=g)
+            draw_noise(item, g, item["z_h"].shape, num_timesteps=self.num_timesteps, **self.noise)
         return item
 
 
@@ -304,13 +323,16 @@ def distillation_loss(unet, batch: dict, *, task: LatentSR, scale: int, teacher,
     """Eq. 2: E[ omega || z-hat_theta(z_t, z_l, .) - z-hat_phi(z_t, z'_l, .) ||^2 ].
 
     Teacher and student see the same z_t and t; the teacher's z'_l is the easier x(scale/2) LR of
-    the same HR image with the same degradation draw.
+    the same HR image with the same degradation draw. A batch with `eps_teacher` (distill.teacher_noise:
+    independent, a mechanism check) gives the teacher z'_t = alpha_t z_h + sigma_t eps' instead: its target
+    then carries no error tied to the student's own z_t.
     """
     t = batch["t"]
     z_h, z_ls = task.latents(batch, [scale, teacher_scale])
     z_t = task.noisy(z_h, batch)
+    z_t_teacher = task.noisy(z_h, {**batch, "eps": batch["eps_teacher"]}) if "eps_teacher" in batch else z_t
     with torch.no_grad():
-        target = task.predict_z0(teacher, z_t, z_ls[teacher_scale], t)
+        target = task.predict_z0(teacher, z_t_teacher, z_ls[teacher_scale], t)
     return _weighted_latent_loss(unet, task, z_t, z_ls[scale], t, target=target)
 
 

@@ -16,7 +16,7 @@ from yonos.models import LatentCodec, vae_factor, widen_conv_in
 from yonos.pipeline import YonosPipeline
 from yonos.sampler import make_scheduler
 from yonos.stages._common import load_folder
-from yonos.train import CropStream, LatentBank, LatentSR, fit, make_accelerator
+from yonos.train import T_SAMPLING, CropStream, LatentBank, LatentSR, fit, make_accelerator
 
 
 def load_vae(cfg: dict) -> AutoencoderKL:
@@ -73,16 +73,30 @@ def task_scales(cfg: dict) -> list[int]:
     return sorted(set(cfg["distill"]["scales"]) | {cfg["direct"]["scale"]})
 
 
-def example_stream(cfg: dict, n: int, *, stream: str, latent_shape=None, with_noise: bool = True):
-    """Training examples: from the latent bank if encode_latents wrote one, else crops encoded on the fly."""
+def example_stream(cfg: dict, n: int, *, stream: str, latent_shape=None, with_noise: bool = True, **noise):
+    """Training examples: from the latent bank if encode_latents wrote one, else crops encoded on the fly.
+    `noise`: how t and eps are drawn (yonos.train.draw_noise), from noise_options of the stage's section."""
     bank_file = run_dir(cfg, "encode_latents", "bank.safetensors")
     if bank_file.is_file():
         return LatentBank(load_file(str(bank_file)), n, seed=cfg["seed"], stream=stream,
-                          num_timesteps=cfg["model"]["num_train_timesteps"], with_noise=with_noise)
+                          num_timesteps=cfg["model"]["num_train_timesteps"], with_noise=with_noise, **noise)
     images = load_folder(run_dir(cfg, "prepare_data", "train"))
     return CropStream(images, cfg["train"]["hr_crop"], n, seed=cfg["seed"], stream=stream,
                       latent_shape=latent_shape if with_noise else None,
-                      num_timesteps=cfg["model"]["num_train_timesteps"])
+                      num_timesteps=cfg["model"]["num_train_timesteps"], **noise)
+
+
+def noise_options(section: dict) -> dict:
+    """The study's mechanism checks of Claim 1, off unless a stage's section sets them (absent from params.yaml,
+    so the main run's trainer identity is unchanged): `t_sampling` (uniform | high) for distill and direct,
+    `teacher_noise` (same | independent) for distill."""
+    teacher_noise = section.get("teacher_noise", "same")
+    if teacher_noise not in ("same", "independent"):
+        raise UserError(f"params.yaml: distill.teacher_noise must be same or independent, got {teacher_noise!r}")
+    t_sampling = section.get("t_sampling", "uniform")
+    if t_sampling not in T_SAMPLING:
+        raise UserError(f"params.yaml: t_sampling must be one of {', '.join(T_SAMPLING)}, got {t_sampling!r}")
+    return {"t_sampling": t_sampling, "teacher_noise": teacher_noise == "independent"}
 
 
 def training_identity(cfg: dict, sections: dict, *, init) -> dict:
@@ -114,8 +128,9 @@ def fresh_init(cfg: dict, init: str = "scratch"):
 
 
 def train_unet(cfg: dict, pipe: YonosPipeline, loss, *, stream: str, steps: int, out: Path, desc: str,
-               identity: dict) -> dict:
-    """Train pipe.unet with `loss(unet, batch)` and save the pipeline to out/checkpoint.
+               identity: dict, noise: dict | None = None) -> dict:
+    """Train pipe.unet with `loss(unet, batch)` and save the pipeline to out/checkpoint; `noise`: how the
+    examples draw t and eps (noise_options).
 
     The trainer state in out/state is resumed when `identity` matches, refused when not; `cfg["fresh"]`
     (the stages' --fresh) discards it first."""
@@ -134,7 +149,8 @@ def train_unet(cfg: dict, pipe: YonosPipeline, loss, *, stream: str, steps: int,
         YonosPipeline(unet, pipe.vae, pipe.scheduler, pipe.null_emb, pipe.scale, pipe.start).save_pretrained(
             ckpt, trained_steps=step, stage=out.name)
 
-    return fit_stage(cfg, pipe.unet, loss, lambda n: example_stream(cfg, n, stream=stream, latent_shape=latent_shape),
+    return fit_stage(cfg, pipe.unet, loss,
+                     lambda n: example_stream(cfg, n, stream=stream, latent_shape=latent_shape, **(noise or {})),
                      steps=steps, batch_size=tcfg["batch_size"], out=out, identity=identity, on_done=save, desc=desc,
                      accelerator=accelerator)
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from yonos.checkpoint import digest
 from yonos.config import run_dir
 from yonos.stages._common import device_of, stage_main
-from yonos.stages._unet import from_checkpoint, train_unet, training_identity, with_task
+from yonos.stages._unet import from_checkpoint, noise_options, train_unet, training_identity, with_task
 from yonos.train import distillation_loss
 
 NAME = "distill_student"
@@ -34,7 +34,7 @@ def run(cfg: dict) -> dict:
         # Same example stream as train_direct at this scale: only the regression target differs.
         timing[f"x{s_scale}"] = train_unet(cfg, student, loss, stream=f"x{s_scale}", steps=dcfg["steps"],
                                            out=out, desc=f"distill x{t_scale}->x{s_scale}",
-                                           identity=identity)["timing"]
+                                           identity=identity, noise=noise_options(dcfg))["timing"]
         teacher_dir = out / "checkpoint"
     return {"timing": timing}
 

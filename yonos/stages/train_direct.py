@@ -7,7 +7,8 @@ from __future__ import annotations
 from yonos.checkpoint import digest
 from yonos.config import run_dir
 from yonos.stages._common import stage_main
-from yonos.stages._unet import fresh_init, from_checkpoint, new_pipeline, train_unet, training_identity, with_task
+from yonos.stages._unet import (fresh_init, from_checkpoint, new_pipeline, noise_options, train_unet,
+                               training_identity, with_task)
 from yonos.train import base_loss
 
 NAME = "train_direct"
@@ -25,7 +26,8 @@ def run(cfg: dict) -> dict:
         raise ValueError(f"params.yaml: direct.init must be teacher or scratch, got {dcfg['init']!r}")
     loss = with_task(base_loss, cfg, pipe, scale=scale)
     return train_unet(cfg, pipe, loss, stream=f"x{scale}", steps=dcfg["steps"], out=run_dir(cfg, NAME),
-                      desc=f"direct x{scale}", identity=training_identity(cfg, {"direct": dcfg}, init=init))
+                      desc=f"direct x{scale}", identity=training_identity(cfg, {"direct": dcfg}, init=init),
+                      noise=noise_options(dcfg))
 
 
 def main() -> int:
