@@ -39,7 +39,7 @@ def test_section_has_no_number_outside_the_block():
     text = (REPO / "README.md").read_text()
     section = text[text.index(SECTION):]
     section = section[: section.index("\n## ", 1)]
-    outside = readme.BLOCK.sub("", section)
+    outside = readme.STUDY_BLOCK.sub("", readme.BLOCK.sub("", section))
     assert readme.BLOCK.search(section), "the section quotes its numbers through the generated block"
     assert re.findall(r"\d+\.\d+", outside) == [], "a hand-copied number outside the generated block"
 
@@ -165,3 +165,37 @@ def test_baselines_and_claim_3_are_quoted_from_the_report():
     text = flat(readme.render(m, c))  # a real set, scored on a subset: named, with its image count
     assert "; RealSR (10 images) psnr +2.50 dB [+1.70, +3.40] (reproduced)." in text
     assert "Baselines" not in flat(readme.render(with_full_sets(), claims()))  # none evaluated: no line
+
+
+def study_claims() -> pd.DataFrame:
+    row = dict(a="distilled_x4", b="direct_x4", metric="psnr", seeds=3, images=100, mean_a=25.6, mean_b=25.7)
+    return pd.DataFrame([
+        {**row, "claim": "1: distilled beats direct", "dataset": "b100", "steps": 1, "diff": -0.12, "low": -0.16,
+         "high": -0.07, "verdict": "not reproduced"},
+        {**row, "claim": "2: decoder fine-tuning helps", "dataset": "b100", "steps": 1, "diff": 0.32, "low": 0.27,
+         "high": 0.39, "verdict": "reproduced"},
+        {**row, "claim": "1: distilled beats direct", "dataset": "set5", "steps": 1, "seeds": 1, "diff": -0.4,
+         "low": -0.5, "high": -0.3, "verdict": "not reproduced"},
+    ])
+
+
+def test_the_study_block_quotes_the_study_over_seeds(tmp_path):
+    budget = study_claims().iloc[:1].assign(arm="claim1_s1000", teacher_steps=800, student_steps=1000,
+                                            direct_init="teacher", seeds=1)
+    text = flat(readme.render_study(study_claims(), budget))
+    assert "Over 3 training seeds" in text and "B100, 1 step: -0.12 dB [-0.16, -0.07] (not reproduced)" in text
+    assert "Claim 2, + decoder − distilled: B100, 1 step: +0.32 dB [+0.27, +0.39] (reproduced)" in text
+    assert "set5" not in text  # one seed only: not quoted as a result over seeds
+    assert "claim1_s1000 (teacher 800, student = direct 1000, direct from teacher; 1 seed) -0.12 dB" in text
+    # README with both blocks: the study block is regenerated from the CSV its marker names, and checked
+    (tmp_path / "reports" / "embedded").mkdir(parents=True)
+    (tmp_path / "reports" / "embedded" / "metrics.json").write_text(json.dumps(metrics()))
+    (tmp_path / "reports" / "claims").mkdir(parents=True)
+    study_claims().to_csv(tmp_path / "reports" / "claims" / "claims.csv", index=False)
+    path = write_readme(tmp_path, "reports/embedded/metrics.json")
+    path.write_text(path.read_text() + "\n" + readme.STUDY_BEGIN.format(source="reports/claims/claims.csv")
+                    + "\nstale\n" + readme.STUDY_END + "\n")
+    assert not readme.update_readme(path, study_path=tmp_path / "elsewhere.csv")
+    assert readme.update_readme(path, study_path=tmp_path / "reports" / "claims" / "claims.csv")
+    assert "Over 3 training seeds" in path.read_text() and "stale" not in path.read_text()
+    assert readme.main(["--readme", str(path), "--check"]) == 0

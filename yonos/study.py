@@ -377,6 +377,9 @@ def write_report(cfg: dict, out: str | Path = "reports/claims") -> Path:
                  "baseline trained at a multiple of the equal budget beside the same baseline at it "
                  "(`python -m yonos.study run ldmsr_budget5`).\n\n" + budget)
     write_text(out / "README.md", text)
+    from yonos.report import readme
+
+    readme.update_readme(readme.README, study_path=out / "claims.csv")  # the top-level README quotes it
     return out / "README.md"
 
 

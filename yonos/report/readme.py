@@ -11,6 +11,9 @@ README.md holds one block between two markers; everything between them is rewrit
 when it is stale, writing nothing); the report stage calls `update_readme` after writing that file.
 Verdicts on the paper's claims are read from claims.csv beside metrics.json (paired per-image bootstrap
 intervals, yonos/report/claims.py), so a re-run that changes a number cannot leave a stale verdict beside it.
+
+A second block, `<!-- yonos:study:begin source=reports/claims/claims.csv -->`, quotes the study over training
+seeds (yonos/study.py); `python -m yonos.study report` rewrites it, `--check` checks it too.
 """
 
 from __future__ import annotations
@@ -213,43 +216,97 @@ def block(source: str, metrics: dict, claims: pd.DataFrame | None = None) -> str
     return f"{BEGIN.format(source=source)}\n{render(metrics, claims)}{END}"
 
 
-def _split(text: str, readme: Path) -> re.Match:
-    found = list(BLOCK.finditer(text))
+# --- the study block ----------------------------------------------------------------------------------------
+STUDY_BEGIN = "<!-- yonos:study:begin source={source} -->"
+STUDY_END = "<!-- yonos:study:end -->"
+STUDY_BLOCK = re.compile(r"<!-- yonos:study:begin source=(?P<source>\S+) -->\n(?P<body>.*?)<!-- yonos:study:end -->",
+                         re.S)
+STUDY_SETS = {"b100": "B100", "embedded": "the held-out crops"}
+
+
+def _said(rows) -> str:
+    return "; ".join(f"{STUDY_SETS.get(r['dataset'], r['dataset'])}, {r['steps']} step{'s' if r['steps'] > 1 else ''}: "
+                     f"{_diff(r)} ({r['verdict']})" for r in rows)
+
+
+def render_study(claims: pd.DataFrame, budget: pd.DataFrame | None = None) -> str:
+    """The study's verdicts over training seeds (claims.csv of yonos/study.py) and Claim 1 against the training
+    budget (claim1_budget.csv), PSNR-Y, as README lines."""
+    psnr = claims[(claims["metric"] == "psnr") & claims["dataset"].isin(list(STUDY_SETS))].to_dict("records")
+    seeds = max((int(r["seeds"]) for r in psnr), default=0)
+    lines = [f"- **Over {seeds} training seeds** (PSNR-Y, A − B with 95% intervals over seeds and images):"]
+    for prefix, title in (("1", "Claim 1, distilled − direct"), ("2", "Claim 2, + decoder − distilled"),
+                          ("target", "distilled + decoder − bicubic")):
+        rows = [r for r in psnr if str(r["claim"]).startswith(prefix)]
+        if rows:
+            lines.append(f"  {title}: {_said(rows)}.")
+    if budget is not None and not budget.empty:
+        rows = budget[(budget["metric"] == "psnr") & (budget["steps"] == 1) & (budget["dataset"] == "b100")]
+        said = [f"{r['arm']} (teacher {r['teacher_steps']}, student = direct {r['student_steps']}, direct from "
+                f"{r['direct_init']}; {r['seeds']} seed{'s' if r['seeds'] > 1 else ''}) {_diff(r)} ({r['verdict']})"
+                for r in rows.to_dict("records")]
+        if said:
+            lines.append("- **Claim 1 against the training budget** (B100, one step, distilled − direct): "
+                         + "; ".join(said) + ".")
+    wrap = textwrap.TextWrapper(width=WIDTH, subsequent_indent="  ", break_long_words=False, break_on_hyphens=False)
+    return "\n".join(wrap.fill(line) for line in lines) + "\n"
+
+
+def _read_csv(path: Path) -> pd.DataFrame | None:
+    return pd.read_csv(path) if path.is_file() and path.stat().st_size > 1 else None
+
+
+def _split(text: str, readme: Path, pattern: re.Pattern = BLOCK, begin: str = BEGIN, end: str = END) -> re.Match:
+    found = list(pattern.finditer(text))
     if len(found) != 1:
-        raise UserError(f"{readme}: expected one block between `{BEGIN.format(source='FILE')}` and `{END}`, "
+        raise UserError(f"{readme}: expected one block between `{begin.format(source='FILE')}` and `{end}`, "
                         f"found {len(found)}")
     return found[0]
 
 
+def _source(readme: Path, m: re.Match, made_by: str) -> Path:
+    source = readme.parent / m["source"]
+    if not source.is_file():
+        raise UserError(f"{source}: not found (named by a generated block in {readme}); run {made_by} first")
+    return source
+
+
 def expected(readme: str | os.PathLike = README) -> tuple[str, str]:
-    """(current README text, README text with the block regenerated from the file its marker names)."""
+    """(current README text, README text with its blocks regenerated from the files their markers name; the
+    study block only where the README has one)."""
     readme = Path(readme)
     if not readme.is_file():
         raise UserError(f"{readme}: not found; run from the repository root")
     text = readme.read_text()
     m = _split(text, readme)
-    source = readme.parent / m["source"]
-    if not source.is_file():
-        raise UserError(f"{source}: not found (named by the numbers block in {readme}); run the report stage first")
+    source = _source(readme, m, "the report stage")
     try:
         metrics = json.loads(source.read_text())
     except ValueError:
         raise UserError(f"{source}: not JSON; rerun the report stage") from None
-    claims = source.parent / "claims.csv"  # written beside metrics.json by the report stage
-    claims = pd.read_csv(claims) if claims.is_file() and claims.stat().st_size > 1 else None
-    return text, text[: m.start()] + block(m["source"], metrics, claims) + text[m.end():]
+    claims = _read_csv(source.parent / "claims.csv")  # written beside metrics.json by the report stage
+    new = text[: m.start()] + block(m["source"], metrics, claims) + text[m.end():]
+    if STUDY_BLOCK.search(new):
+        m = _split(new, readme, STUDY_BLOCK, STUDY_BEGIN, STUDY_END)
+        source = _source(readme, m, "`python -m yonos.study report`")
+        body = render_study(pd.read_csv(source), _read_csv(source.parent / "claim1_budget.csv"))
+        new = new[: m.start()] + f"{STUDY_BEGIN.format(source=m['source'])}\n{body}{STUDY_END}" + new[m.end():]
+    return text, new
 
 
-def update_readme(readme: str | os.PathLike = README, *, metrics_path: str | os.PathLike | None = None) -> bool:
-    """Rewrite the block (atomically, nothing else in the file changes); True when the text changed.
-    With `metrics_path`, only when the block quotes that file (so a smoke or test report never
-    rewrites the README's numbers)."""
+def update_readme(readme: str | os.PathLike = README, *, metrics_path: str | os.PathLike | None = None,
+                  study_path: str | os.PathLike | None = None) -> bool:
+    """Rewrite the blocks (atomically, nothing else in the file changes); True when the text changed.
+    With `metrics_path` (or `study_path`), only when the numbers (or study) block quotes that file (so a
+    smoke or test report never rewrites the README's numbers)."""
     readme = Path(readme)
-    if metrics_path is not None:
+    for path, pattern in ((metrics_path, BLOCK), (study_path, STUDY_BLOCK)):
+        if path is None:
+            continue
         if not readme.is_file():
             return False
-        m = BLOCK.search(readme.read_text())
-        if m is None or Path(os.path.abspath(readme.parent / m["source"])) != Path(os.path.abspath(metrics_path)):
+        m = pattern.search(readme.read_text())
+        if m is None or Path(os.path.abspath(readme.parent / m["source"])) != Path(os.path.abspath(path)):
             return False
     old, new = expected(readme)
     if new != old:
@@ -266,7 +323,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.check:
             old, new = expected(args.readme)
             if old != new:
-                print(f"{args.readme}: the numbers block is stale; run `python -m yonos.report.readme`",
+                print(f"{args.readme}: a generated block is stale; run `python -m yonos.report.readme`",
                       file=sys.stderr)
                 return 1
             return 0
