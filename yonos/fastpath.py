@@ -67,8 +67,9 @@ class FastPath:
         return {"fast_path": self.label()}
 
     def prepare(self, *modules: torch.nn.Module) -> None:
-        """In place: weights to NHWC (back to NCHW without channels_last), and each module's forward compiled (`nn.Module.compile`: the module
-        keeps its attributes and save_pretrained; torch.compile caches per input shape)."""
+        """In place: weights to NHWC (back to NCHW without channels_last), and each module's forward compiled
+        (`nn.Module.compile`: the module keeps its attributes and save_pretrained; torch.compile caches per
+        input shape)."""
         for m in modules:
             m.to(memory_format=torch.channels_last if self.channels_last else torch.contiguous_format)
             if self.compile:
@@ -85,7 +86,7 @@ class FastPath:
 
 def native_bf16(device: torch.device | str) -> bool:
     """Whether `device` computes in bf16 natively: a CUDA GPU that supports it, a CPU with AVX-512 BF16 or
-    AMX (torch.cpu's private probes, the ones torch's own CPU tests use; False where they are missing)."""
+    AMX (torch.cpu's private probes; False where a torch build lacks them)."""
     device = torch.device(device)
     if device.type == "cuda":
         return torch.cuda.is_bf16_supported()

@@ -39,8 +39,9 @@ def register(sub) -> None:
     p.add_argument("--device", default="auto", help=DEVICE_HELP)
     p.add_argument("--fast", default=None, metavar="FLAGS",
                    help="YONOS checkpoints: speed-ups, comma-separated: bf16, channels_last, compile, inference_mode; "
-                        "or fp32 (none of them). Default auto: channels_last and inference_mode, plus bf16 where "
-                        "the device runs it natively (yonos/fastpath.py; speed and PSNR change in reports/bench.md)")
+                        "or fp32 (none of them). Default auto: bf16 + inference_mode where the device runs bf16 "
+                        "natively, else channels_last + inference_mode (yonos/fastpath.py; speed and PSNR change in "
+                        "reports/bench.md)")
     p.add_argument("--max-memory", type=float, default=None, metavar="GIB",
                    help="refuse an image whose estimated peak memory exceeds GIB (default: the device's memory: "
                         "GPU memory, or RAM on the CPU); large images are tiled automatically")
