@@ -303,7 +303,8 @@ def fastpath_section(data: dict) -> list[str]:
             f"default only if it is faster and its PSNR-Y moves by at most {tol:g} dB. First call: compilation "
             "for compile, a warm-up for the others. GEMM rate achieved: the upscale's counted FLOPs per second "
             f"over this run's GEMM rate in the flags' compute dtype (goal >= {GOAL_GEMM_FRACTION:.0%}; above 100% "
-            "means the 2048^3 GEMM does not reach the machine's peak). `auto`: `yonos upscale`'s default on this machine "
+            "means the 2048^3 GEMM does not reach the machine's peak). `auto`: `yonos upscale`'s default on this "
+            "machine "
             "(bf16 + inference_mode where bf16 is native, else channels_last + inference_mode). Weights: "
             f"{text(ref['extra_info'].get('weights', 'not recorded'))}.", "",
             md(pd.DataFrame.from_records(recs)), "", *[f"- {n}" for n in notes], ""]

@@ -6,7 +6,8 @@
 An arm is a set of params overrides (ARMS; dotted keys as `dvc exp run -S` takes them). It reuses the
 main run's data, autoencoder and latent bank (runs/<profile>/{scan_data, prepare_data, train_autoencoder,
 encode_latents}: linked, never written), trains the U-Net stages again under runs/study/<arm>/<profile>/
-(teacher, student, direct, decoder; those whose settings the arm leaves alone are linked: `reused`), evaluates them on the profile's STUDY_SETS and runs diagnose_onestep. The main run
+(teacher, student, direct, decoder; those whose settings the arm leaves alone are linked: `reused`),
+evaluates them on the profile's STUDY_SETS and runs diagnose_onestep. The main run
 (`dvc repro`) must have finished first. `report` pairs each arm's per-image scores with the main run's on
 the same images and noise seeds and judges "arm beats main" with the bootstrap of yonos/report/claims.py;
 the seed arms and the main run (seed 0) together give the paper's claims (report.claims) over training seeds.
@@ -280,7 +281,8 @@ def claim1_figure(frame: pd.DataFrame, path: Path, metric: str = "psnr") -> Path
                                 label=None if longer else f"{steps} step{'s' if steps > 1 else ''}")
             ax.axhline(0, color="0.5", lw=0.5)
             ax.set_xscale("log", base=2)
-            ax.set_xticks(sorted(sub["student_steps"].unique()), [str(v) for v in sorted(sub["student_steps"].unique())])
+            ticks = sorted(sub["student_steps"].unique())
+            ax.set_xticks(ticks, [str(v) for v in ticks])
             ax.minorticks_off()
             ax.set_title(dataset)
             ax.set_xlabel("student = direct steps")
@@ -358,9 +360,9 @@ def write_report(cfg: dict, out: str | Path = "reports/claims") -> Path:
                  f"{int(cfg['teacher']['steps'])} steps, student = direct {int(cfg['distill']['steps'])}; over its "
                  "training seeds) and at the arms' (`python -m yonos.study run "
                  + " ".join(CLAIM1_ARMS) + "`: "
-                 + "; ".join(f"`{a}`: {', '.join(f'{k}={v}' for k, v in o.items())}" for a, o in CLAIM1_ARMS.items())
+                 + "; ".join(f"`{a}`: {settings(a)}" for a in CLAIM1_ARMS)
                  + "), and the mechanism checks: "
-                 + "; ".join(f"`{a}`: {', '.join(f'{k}={v}' for k, v in o.items())}" for a, o in CLAIM1_MECHANISM.items())
+                 + "; ".join(f"`{a}`: {settings(a)}" for a in CLAIM1_MECHANISM)
                  + " (the direct model from scratch, the paper's baseline, where the main run starts it from the "
                  "teacher; the teacher's target on its own noisy latent; t drawn with density rising to T). "
                  "The paper's Claim 1 predicts a positive gap, largest at few steps. All metrics in "

@@ -34,7 +34,6 @@ from yonos.resize import bicubic_up
 from yonos.sampler import per_image_generators, predict_z0, sample
 from yonos.schedule import add_noise, alpha_sigma, loss_weight
 
-
 # --- examples -------------------------------------------------------------------------------------
 T_SAMPLING = ("uniform", "high")
 

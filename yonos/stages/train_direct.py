@@ -7,8 +7,15 @@ from __future__ import annotations
 from yonos.checkpoint import digest
 from yonos.config import run_dir
 from yonos.stages._common import stage_main
-from yonos.stages._unet import (fresh_init, from_checkpoint, new_pipeline, noise_options, train_unet,
-                               training_identity, with_task)
+from yonos.stages._unet import (
+    fresh_init,
+    from_checkpoint,
+    new_pipeline,
+    noise_options,
+    train_unet,
+    training_identity,
+    with_task,
+)
 from yonos.train import base_loss
 
 NAME = "train_direct"
