@@ -199,3 +199,16 @@ def test_the_study_block_quotes_the_study_over_seeds(tmp_path):
     assert readme.update_readme(path, study_path=tmp_path / "reports" / "claims" / "claims.csv")
     assert "Over 3 training seeds" in path.read_text() and "stale" not in path.read_text()
     assert readme.main(["--readme", str(path), "--check"]) == 0
+
+
+def test_wall_time_is_read_from_timing_md(tmp_path):
+    from yonos.report.tables import timing_markdown
+
+    path = tmp_path / "timing.md"
+    path.write_text(timing_markdown({"evaluate_real_stablesr": 4123.4, "train_teacher": 936.2, "evaluate": 1770.4,
+                                     "report": 19.1}))
+    timing = readme.read_timing(path)
+    assert timing == {"evaluate_real_stablesr": 4123.4, "train_teacher": 936.2, "evaluate": 1770.4, "report": 19.1}
+    text = flat(readme.render(with_full_sets(), claims(), timing))
+    assert "1.9 h in all; the largest evaluate_real_stablesr 69 min, evaluate 30 min, train_teacher 16 min." in text
+    assert readme.read_timing(tmp_path / "absent.md") == {}

@@ -80,9 +80,17 @@ def _diff(row, unit: str = " dB") -> str:
     return f"{row['diff']:+.2f}{unit} [{row['low']:+.2f}, {row['high']:+.2f}]"
 
 
-def render(metrics: dict, claims: pd.DataFrame | None = None) -> str:
-    """The block's markdown from a report's metrics.json ({dataset: {variant@steps: {metric: v}}}) and its
-    claims.csv (verdicts with bootstrap intervals, yonos/report/claims.py)."""
+def read_timing(path: Path) -> dict[str, float]:
+    """{stage: seconds} from a report's timing.md (yonos.report.tables.timing_markdown); {} when absent."""
+    if not path.is_file():
+        return {}
+    rows = re.findall(r"^\| (\w[\w@]*) \| ([0-9.]+) \|", path.read_text(), re.M)
+    return {stage: float(secs) for stage, secs in rows}
+
+
+def render(metrics: dict, claims: pd.DataFrame | None = None, timing: dict[str, float] | None = None) -> str:
+    """The block's markdown from a report's metrics.json ({dataset: {variant@steps: {metric: v}}}), its
+    claims.csv (verdicts with bootstrap intervals, yonos/report/claims.py) and its timing.md."""
     v = _Metrics(metrics)
     needed = [("bicubic@0", "psnr"), ("autoencoder@0", "psnr"), ("direct_x4@1", "latent_psnr"),
               ("distilled_x4@1", "latent_psnr"), ("distilled_x4+decoder@1", "psnr")]
@@ -178,6 +186,11 @@ def render(metrics: dict, claims: pd.DataFrame | None = None) -> str:
         lines.append(f"- **Uncertainty:** differences are means over paired images with 95% bootstrap intervals; "
                      f"{seeds} training seed{'s' if seeds > 1 else ''}"
                      + (", so the intervals cover image-to-image variation only." if seeds == 1 else "."))
+    if timing:
+        top = sorted(timing.items(), key=lambda kv: -kv[1])[:3]
+        lines.append(f"- **Wall time** of the `dvc repro` stages, each as last run (timing.md; shared 2-core machine, "
+                     f"often beside other jobs): {sum(timing.values()) / 3600:.1f} h in all; the largest "
+                     + ", ".join(f"{stage} {secs / 60:.0f} min" for stage, secs in top) + ".")
     # Wrapped like the rest of the README (markdown joins the lines again).
     wrap = textwrap.TextWrapper(width=WIDTH, subsequent_indent="  ", break_long_words=False, break_on_hyphens=False)
     return "\n".join(wrap.fill(line) for line in lines) + "\n"
@@ -212,8 +225,9 @@ def _baseline_lines(v: _Metrics, claims: pd.DataFrame | None, title) -> list[str
     return lines
 
 
-def block(source: str, metrics: dict, claims: pd.DataFrame | None = None) -> str:
-    return f"{BEGIN.format(source=source)}\n{render(metrics, claims)}{END}"
+def block(source: str, metrics: dict, claims: pd.DataFrame | None = None,
+          timing: dict[str, float] | None = None) -> str:
+    return f"{BEGIN.format(source=source)}\n{render(metrics, claims, timing)}{END}"
 
 
 # --- the study block ----------------------------------------------------------------------------------------
@@ -285,7 +299,8 @@ def expected(readme: str | os.PathLike = README) -> tuple[str, str]:
     except ValueError:
         raise UserError(f"{source}: not JSON; rerun the report stage") from None
     claims = _read_csv(source.parent / "claims.csv")  # written beside metrics.json by the report stage
-    new = text[: m.start()] + block(m["source"], metrics, claims) + text[m.end():]
+    timing = read_timing(source.parent / "timing.md")  # written beside metrics.json by the report stage
+    new = text[: m.start()] + block(m["source"], metrics, claims, timing) + text[m.end():]
     if STUDY_BLOCK.search(new):
         m = _split(new, readme, STUDY_BLOCK, STUDY_BEGIN, STUDY_END)
         source = _source(readme, m, "`python -m yonos.study report`")
