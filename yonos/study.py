@@ -260,6 +260,7 @@ def claim1_figure(frame: pd.DataFrame, path: Path, metric: str = "psnr") -> Path
     import matplotlib.pyplot as plt
 
     from yonos.report.figures import COLUMN_WIDTH_IN, STYLE, save_figure
+    from yonos.report.tables import dataset_title
 
     sub = frame[(frame["metric"] == metric) & ~frame["arm"].isin(list(CLAIM1_MECHANISM))] if len(frame) else frame
     if not len(sub):
@@ -284,11 +285,12 @@ def claim1_figure(frame: pd.DataFrame, path: Path, metric: str = "psnr") -> Path
             ticks = sorted(sub["student_steps"].unique())
             ax.set_xticks(ticks, [str(v) for v in ticks])
             ax.minorticks_off()
-            ax.set_title(dataset)
+            ax.set_title("held-out crops" if dataset == "embedded" else dataset_title(dataset))
             ax.set_xlabel("student = direct steps")
         axes[0, 0].set_ylabel(f"distilled − direct {metric.upper()}-Y (dB)" if metric == "psnr" else f"Δ {metric}")
-        axes[0, 0].legend(loc="best", frameon=False)
-        fig.tight_layout()
+        fullest = max(axes[0], key=lambda a: len(a.get_legend_handles_labels()[0]))  # the set with every step count
+        fig.legend(*fullest.get_legend_handles_labels(), loc="upper center", ncol=3, frameon=False)
+        fig.tight_layout(rect=(0, 0, 1, 0.88))
         save_figure(fig, path)
     return path
 
