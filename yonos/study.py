@@ -210,7 +210,7 @@ def judge_arms(cfg: dict) -> pd.DataFrame:
     if main is None:
         raise UserError(f"{run_dir(cfg, 'evaluate', 'per_image.csv')}: missing; run the main pipeline first")
     verdicts = []
-    for arm in BASE_ARMS:
+    for arm in (*BASE_ARMS, *CLAIM1_MECHANISM):  # a mechanism also changes the models themselves
         theirs = compared(seed_frames(cfg, arm), arm)
         if theirs is None:
             continue
@@ -368,7 +368,7 @@ def write_report(cfg: dict, out: str | Path = "reports/claims") -> Path:
                  + " (the direct model from scratch, the paper's baseline, where the main run starts it from the "
                  "teacher; the teacher's target on its own noisy latent; t drawn with density rising to T). "
                  "The paper's Claim 1 predicts a positive gap, largest at few steps. All metrics in "
-                 "claim1_budget.csv.\n\n"
+                 "claim1_budget.csv; arms not run yet are absent.\n\n"
                  + (f"![Claim 1 against budget]({figure.name})\n\n" if figure else "")
                  + claims.to_markdown(psnr.assign(claim=psnr["arm"] + " (teacher " + psnr["teacher_steps"].astype(str)
                                                   + ", student " + psnr["student_steps"].astype(str)
