@@ -129,10 +129,10 @@ RETRAINS = {"decoder.": ("finetune_decoder",), "direct.": ("train_direct",),
 
 def retrained(arm: str) -> set[str]:
     """The training stages an arm runs again; every one for an arm outside ARMS (a baseline budget arm)."""
-    out = set()
-    for key in ARMS.get(arm, {"": None}):
-        out |= set(next((v for k, v in RETRAINS.items() if key.startswith(k)), TRAIN_STAGES))
-    return out
+    if arm not in ARMS:
+        return set(TRAIN_STAGES)
+    return {stage for key in ARMS[arm]
+            for stage in next((v for k, v in RETRAINS.items() if key.startswith(k)), TRAIN_STAGES)}
 
 
 def decoder_only(arm: str) -> bool:
@@ -144,7 +144,7 @@ def decoder_only(arm: str) -> bool:
 def reused(arm: str) -> tuple[str, ...]:
     """The main run's training stages an arm links instead of retraining: those whose settings it leaves alone
     (a decoder-only arm: every U-Net; a student-budget arm: the teacher; a direct-only arm: all but direct)."""
-    return tuple(s for s in TRAIN_STAGES if s not in retrained(arm)) if arm in ARMS else ()
+    return tuple(s for s in TRAIN_STAGES if s not in retrained(arm))
 
 
 def link_shared(cfg: dict, arm_cfg: dict, arm: str) -> None:
