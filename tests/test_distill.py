@@ -262,3 +262,63 @@ def test_independent_teacher_noise_gives_the_teacher_its_own_z_t(smoke_cfg):
     assert torch.allclose(seen[0], task.noisy(z_h, batch), atol=1e-6)  # Eq. 2: the student's z_t
     assert torch.allclose(seen[1], task.noisy(z_h, {**batch, "eps": extra["eps_teacher"]}), atol=1e-6)
     assert (seen[1] - seen[0]).abs().max() > 0.1
+
+
+class _LinearTeacher:
+    """A stand-in LatentSR whose 'teacher' predicts z0 = a(t) z_t: enough to follow DDIM's arithmetic."""
+
+    def __init__(self, scheduler):
+        self.alphas_cumprod = scheduler.alphas_cumprod
+
+    def predict_z0(self, teacher, z_t, z_l, t):
+        return z_t * (0.5 + t.float() / 2000).view(-1, 1, 1, 1) + 0.1 * z_l
+
+
+def test_teacher_sample_is_diffusers_ddim_from_each_examples_own_t(smoke_cfg):
+    """teacher_sample, stepped per example, equals DDIMScheduler.step run on each example alone."""
+    from diffusers import DDIMScheduler
+
+    scheduler = DDIMScheduler(num_train_timesteps=1000, beta_schedule="scaled_linear", beta_start=0.00085,
+                              beta_end=0.012, prediction_type="sample", clip_sample=False)
+    task = _LinearTeacher(scheduler)
+    g = torch.Generator().manual_seed(0)
+    t = torch.tensor([800, 500])
+    z_t, z_l = torch.randn(2, 4, 8, 8, generator=g), torch.randn(2, 4, 8, 8, generator=g)
+    got = train.teacher_sample(None, task, z_t, z_l, t, task.predict_z0(None, z_t, z_l, t), steps=4)
+    for i, start in enumerate(t.tolist()):
+        scheduler.set_timesteps(1000 // (start // 4))  # DDIM's stride start / 4 (200, 125): start, 3/4 start, ...
+        z = z_t[i:i + 1]
+        for k in range(4):
+            tt = torch.tensor([start - k * start // 4])
+            z0 = task.predict_z0(None, z, z_l[i:i + 1], tt)
+            if k < 3:
+                z = scheduler.step(z0, int(tt), z, eta=0.0).prev_sample
+        torch.testing.assert_close(got[i:i + 1], z0, rtol=1e-5, atol=1e-5)
+    one_step = task.predict_z0(None, z_t, z_l, t)
+    assert (got - one_step).abs().max() > 1e-2  # the option changes the target
+
+
+def test_multistep_target_replaces_only_the_high_t_examples(smoke_cfg):
+    pipe = YonosPipeline.from_params(smoke_cfg, 4, seed=0)
+    teacher = YonosPipeline.from_params(smoke_cfg, 2, seed=1, vae=pipe.vae)
+    perturb_(teacher.unet, 4)
+    task = train.LatentSR(LatentCodec(pipe.vae), pipe.scheduler.alphas_cumprod, pipe.null_emb,
+                          "v_prediction", "truncated_snr", {"kind": "bicubic"})
+    g = torch.Generator().manual_seed(0)
+    batch = {"hr": torch.rand(2, 3, 32, 32, generator=g), "seed": torch.tensor([1, 2]), "t": torch.tensor([200, 900]),
+             "eps": torch.randn(2, 4, 16, 16, generator=g)}
+    targets = []
+    real = train._weighted_latent_loss
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(train, "_weighted_latent_loss",
+                   lambda unet, task_, z_t, z_l, t, *, target: targets.append(target) or real(
+                       unet, task_, z_t, z_l, t, target=target))
+        for options in ({}, {"target_steps": 4, "target_from_t": 500}):
+            train.distillation_loss(pipe.unet, batch, task=task, scale=4, teacher=teacher.unet, teacher_scale=2,
+                                    **options)
+    assert torch.equal(targets[0][0], targets[1][0])  # t = 200 < 500: Eq. 2's one-step target
+    assert (targets[0][1] - targets[1][1]).abs().max() > 1e-3  # t = 900: the teacher's 4-step sample
+    with pytest.raises(Exception, match="target_steps must be an integer >= 1"):
+        unet_stage.target_options({"target_steps": 0}, 1000)
+    with pytest.raises(Exception, match=r"target_from_t must be an integer in \[0, 1000\)"):
+        unet_stage.target_options({"target_from_t": 1000}, 1000)

@@ -93,6 +93,31 @@ def test_pipeline_stage_scores_a_greyscale_ground_truth_like_the_cli(hr_dir, tmp
         assert value == pytest.approx(cli[i]["psnr"], abs=1e-6), i
 
 
+def test_a_variant_at_another_scale_is_scored_with_that_scales_border(hr_dir, tmp_path, monkeypatch, smoke_cfg):
+    """The classic protocol crops `scale` pixels: bicubic beside a x2 or x8 link of the chain (study chain_x8)
+    is scored as `yonos evaluate --scale 2/8` scores it, not with the set's x4 border."""
+    from yonos.data.paired import load_hr_folder
+    from yonos.stages import evaluate
+
+    monkeypatch.setattr(evaluate, "resolve_eval_set", lambda *a, **k: load_hr_folder(hr_dir, scale=4, name="set5"))
+    ecfg = {"sets": [{"name": "set5", "steps": [1], "metrics": ["psnr"]}], "steps": [1], "metrics": ["psnr"],
+            "batch_size": 2, "seed": 0, "save_images": 0,
+            "variants": {f"bicubic_x{s}": {"method": "bicubic", "scale": s} for s in (2, 4, 8)}}
+    evaluate.evaluate_sets({**smoke_cfg, "run_root": str(tmp_path / "runs")}, ecfg, tmp_path / "out", missing="error")
+    import pandas as pd
+
+    per_image = pd.read_csv(tmp_path / "out" / "per_image.csv")
+    for s in (2, 4, 8):
+        ev = tmp_path / f"x{s}.json"
+        assert yonos(["evaluate", "--method", "bicubic", "--hr-dir", str(hr_dir), "--scale", str(s),
+                      "--out", str(ev)]) == 0
+        cli = json.loads(ev.read_text())["per_image"]
+        rows = per_image[per_image["variant"] == f"bicubic_x{s}"].set_index("id")["value"]
+        assert len(rows) == 2
+        for i, value in rows.items():
+            assert value == pytest.approx(cli[i]["psnr"], abs=1e-4), (s, i)
+
+
 # --- any registered method, a trained checkpoint included ---------------------------------------------
 def test_evaluates_a_yonos_checkpoint_with_steps_and_seed(tiny_checkpoint, hr_dir, tmp_path):
     from yonos.data.paired import load_hr_folder

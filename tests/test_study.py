@@ -58,3 +58,48 @@ def test_claim1_budget_judges_distilled_against_direct_within_each_run(cfg, tmp_
     text = study.write_report(cfg, tmp_path / "claims").read_text()
     assert "## Claim 1 against the training budget" in text and "![Claim 1 against budget](claim1_budget.png)" in text
     assert "| claim1_s1000 (teacher 800, student 1000, direct from teacher) | b100 |" in text
+
+
+def test_a_replicate_arm_takes_the_stages_it_leaves_alone_from_its_seed_arm(cfg, tmp_path):
+    """claim1_s250_seed1 retrains what claim1_s250 does; its teacher is seed1's, trained under the same seed."""
+    assert study.seed_source("claim1_s250_seed1") == "seed1" and study.seed_source("seed1") is None
+    assert study.seed_source("claim1_s250") is None and study.seed_source("prior_seed2") == "seed2"
+    assert study.reused("claim1_s250_seed1") == ("train_teacher",)
+    assert study.reused("prior_seed1") == () and study.reused("claim1_t1600_seed2") == ()
+    arm = study.arm_config(cfg, "claim1_s250_seed1")
+    assert (arm["seed"], arm["distill"]["steps"], arm["direct"]["steps"]) == (1, 250, 250)
+    for stage in study.SHARED_STAGES:
+        run_dir(cfg, stage).mkdir(parents=True)
+    missing = r"seed1/embedded/train_teacher: missing; run it first \(python -m yonos.study run seed1\)"
+    with pytest.raises(Exception, match=missing):
+        study.link_shared(cfg, arm, "claim1_s250_seed1")
+    teacher = run_dir(study.arm_config(cfg, "seed1"), "train_teacher")
+    teacher.mkdir(parents=True)
+    study.link_shared(cfg, arm, "claim1_s250_seed1")
+    assert run_dir(arm, "train_teacher").resolve() == teacher.resolve()
+    assert run_dir(arm, "train_autoencoder").resolve() == run_dir(cfg, "train_autoencoder").resolve()
+
+
+def test_the_chain_judges_each_link_against_bicubic_at_its_own_scale(cfg, tmp_path):
+    arm = study.arm_config(cfg, "chain_x8")
+    assert arm["distill"]["scales"] == [2, 4, 8] and study.reused("chain_x8") == (
+        "train_teacher", "train_direct", "finetune_decoder")
+    variants = arm["evaluate"]["variants"]
+    assert variants["bicubic_x2"] == {"method": "bicubic", "scale": 2} and variants["bicubic"]["scale"] == 4
+    assert variants["distilled_x8"]["checkpoint"] == "distill_student/x8/checkpoint"
+    assert [e["name"] for e in arm["evaluate"]["sets"]] == ["b100"]
+    rng = np.random.default_rng(0)
+    rows = []
+    for (model, bicubic, scale), gap in zip(study.CHAIN_LINKS, (-0.5, 0.0, +0.4)):
+        base = rng.normal(30 - scale, 1.0, 20)
+        for variant, steps, values in ((bicubic, 0, base), (model, 1, base + gap + rng.normal(0, 0.05, 20))):
+            rows += [dict(variant=variant, dataset="b100", steps=steps, metric="psnr", value=float(v), id=f"i{i}")
+                     for i, v in enumerate(values)]
+    path = run_dir(arm, "evaluate", "per_image.csv")
+    path.parent.mkdir(parents=True)
+    pd.DataFrame(rows).to_csv(path, index=False)
+    chain = study.chain_verdicts(cfg).set_index("a")
+    assert chain.loc["teacher_x2", "b"] == "bicubic_x2" and chain.loc["teacher_x2", "verdict"] == "not reproduced"
+    assert chain.loc["distilled_x4", "verdict"] == "inconclusive"
+    assert chain.loc["distilled_x8", "verdict"] == "reproduced"
+    assert chain.loc["distilled_x8", "diff"] == pytest.approx(0.4, abs=0.05)

@@ -42,6 +42,11 @@ def add_noise(z0: torch.Tensor, eps: torch.Tensor, alpha: torch.Tensor, sigma: t
     return _b(alpha, z0) * z0 + _b(sigma, z0) * eps
 
 
+def implied_eps(z_t: torch.Tensor, z0: torch.Tensor, alpha: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+    """The noise that makes z_t = alpha_t z0 + sigma_t eps hold (DDIM's eps-hat for a predicted z0)."""
+    return (z_t - _b(alpha, z0) * z0) / _b(sigma, z0)
+
+
 def target_for(prediction_type: str, z0, eps, alpha, sigma) -> torch.Tensor:
     """What a network with this parameterisation should output for (z0, eps) at (alpha, sigma)."""
     if prediction_type == "v_prediction":

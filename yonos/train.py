@@ -32,7 +32,7 @@ from yonos.errors import UserError
 from yonos.models import LatentCodec
 from yonos.resize import bicubic_up
 from yonos.sampler import per_image_generators, predict_z0, sample
-from yonos.schedule import add_noise, alpha_sigma, loss_weight
+from yonos.schedule import add_noise, alpha_sigma, implied_eps, loss_weight
 
 # --- examples -------------------------------------------------------------------------------------
 T_SAMPLING = ("uniform", "high")
@@ -318,13 +318,16 @@ def base_loss(unet, batch: dict, *, task: LatentSR, scale: int) -> torch.Tensor:
     return _weighted_latent_loss(unet, task, task.noisy(z_h, batch), z_l[scale], batch["t"], target=z_h)
 
 
-def distillation_loss(unet, batch: dict, *, task: LatentSR, scale: int, teacher, teacher_scale: int) -> torch.Tensor:
+def distillation_loss(unet, batch: dict, *, task: LatentSR, scale: int, teacher, teacher_scale: int,
+                      target_steps: int = 1, target_from_t: int = 0) -> torch.Tensor:
     """Eq. 2: E[ omega || z-hat_theta(z_t, z_l, .) - z-hat_phi(z_t, z'_l, .) ||^2 ].
 
     Teacher and student see the same z_t and t; the teacher's z'_l is the easier x(scale/2) LR of
     the same HR image with the same degradation draw. A batch with `eps_teacher` (distill.teacher_noise:
     independent, a mechanism check) gives the teacher z'_t = alpha_t z_h + sigma_t eps' instead: its target
-    then carries no error tied to the student's own z_t.
+    then carries no error tied to the student's own z_t. target_steps > 1 (another mechanism check) replaces
+    the target of every example with t >= target_from_t by the teacher's own `target_steps`-step DDIM sample
+    from its z_t (teacher_sample): a sharp sample instead of the blurred mean that one step predicts at high t.
     """
     t = batch["t"]
     z_h, z_ls = task.latents(batch, [scale, teacher_scale])
@@ -332,7 +335,25 @@ def distillation_loss(unet, batch: dict, *, task: LatentSR, scale: int, teacher,
     z_t_teacher = task.noisy(z_h, {**batch, "eps": batch["eps_teacher"]}) if "eps_teacher" in batch else z_t
     with torch.no_grad():
         target = task.predict_z0(teacher, z_t_teacher, z_ls[teacher_scale], t)
+        high = t >= target_from_t
+        if target_steps > 1 and bool(high.any()):  # mechanism check: the teacher's own sample, not its mean
+            target[high] = teacher_sample(teacher, task, z_t_teacher[high], z_ls[teacher_scale][high], t[high],
+                                          target[high], steps=target_steps)
     return _weighted_latent_loss(unet, task, z_t, z_ls[scale], t, target=target)
+
+
+def teacher_sample(teacher, task: LatentSR, z_t, z_l, t, z0, *, steps: int) -> torch.Tensor:
+    """The teacher's z-hat_0 after `steps` DDIM steps (eta = 0) from each example's own (z_t, t) down to 0,
+    at t, (steps-1) t / steps, ..., t / steps; `z0` is its prediction at t (the first step's).
+    Written here because diffusers' DDIMScheduler.step takes one timestep for the whole batch, and each example
+    starts from its own t: the update is DDIM's, z_s = alpha_s z0 + sigma_s (z_t - alpha_t z0) / sigma_t."""
+    start = t
+    for k in range(1, steps):
+        s = start * (steps - k) // steps
+        eps = implied_eps(z_t, z0, *alpha_sigma(task.alphas_cumprod, t))
+        z_t, t = add_noise(z0, eps, *alpha_sigma(task.alphas_cumprod, s)), s
+        z0 = task.predict_z0(teacher, z_t, z_l, t)
+    return z0
 
 
 def _weighted_latent_loss(unet, task: LatentSR, z_t, z_l, t, *, target) -> torch.Tensor:

@@ -99,6 +99,18 @@ def noise_options(section: dict) -> dict:
     return {"t_sampling": t_sampling, "teacher_noise": teacher_noise == "independent"}
 
 
+def target_options(section: dict, num_timesteps: int) -> dict:
+    """Claim 1's multi-step target check (study-only, absent from params.yaml): distill `target_steps` K > 1
+    makes the target of every example with t >= `target_from_t` the teacher's own K-step DDIM sample."""
+    steps, from_t = section.get("target_steps", 1), section.get("target_from_t", 0)
+    if not (isinstance(steps, int) and steps >= 1):
+        raise UserError(f"params.yaml: distill.target_steps must be an integer >= 1, got {steps!r}")
+    if not (isinstance(from_t, int) and 0 <= from_t < num_timesteps):
+        raise UserError(f"params.yaml: distill.target_from_t must be an integer in [0, {num_timesteps}), "
+                        f"got {from_t!r}")
+    return {"target_steps": steps, "target_from_t": from_t}
+
+
 def training_identity(cfg: dict, sections: dict, *, init) -> dict:
     """What changes a U-Net stage's training, stored with its trainer state (yonos/checkpoint.py): the stage's
     `sections`, the shared model/train/data/degradation config and seed, the digests of the frozen VAE, the

@@ -10,7 +10,7 @@ from __future__ import annotations
 from yonos.checkpoint import digest
 from yonos.config import run_dir
 from yonos.stages._common import device_of, stage_main
-from yonos.stages._unet import from_checkpoint, noise_options, train_unet, training_identity, with_task
+from yonos.stages._unet import from_checkpoint, noise_options, target_options, train_unet, training_identity, with_task
 from yonos.train import distillation_loss
 
 NAME = "distill_student"
@@ -25,7 +25,8 @@ def run(cfg: dict) -> dict:
     for t_scale, s_scale in zip(scales, scales[1:]):
         teacher = from_checkpoint(teacher_dir).unet.eval().requires_grad_(False)
         student = from_checkpoint(teacher_dir, scale=s_scale)  # init: the teacher's weights [choice]
-        loss = with_task(distillation_loss, cfg, student, scale=s_scale, teacher=teacher, teacher_scale=t_scale)
+        loss = with_task(distillation_loss, cfg, student, scale=s_scale, teacher=teacher, teacher_scale=t_scale,
+                         **target_options(dcfg, cfg["model"]["num_train_timesteps"]))
         teacher.to(device_of(cfg))
         out = run_dir(cfg, NAME, f"x{s_scale}")
         # A link's identity leaves out the rest of the chain: extending [2, 4] to [2, 4, 8] reuses the x4 link.

@@ -115,7 +115,9 @@ def variant_specs(cfg: dict, ecfg: dict) -> dict[str, dict]:
 
 
 # Keys of a variant spec read by the evaluator itself; every other key goes to the method's constructor.
-SPEC_KEYS = ("method", "checkpoint", "ceiling", "steps", "default_steps")
+# `scale`: the magnification a method without latents is scored at (bicubic beside a x2 or x8 model), else the
+# set's; a latent model is scored at its own.
+SPEC_KEYS = ("method", "checkpoint", "ceiling", "steps", "default_steps", "scale")
 
 
 def variant_steps(spec: dict, set_steps) -> list[int]:
@@ -218,7 +220,7 @@ def evaluate_sets(cfg: dict, ecfg: dict, out: Path, *, missing: str, carry=None)
             eset = eset.spread(set_cfg["images"])
         if variants is None:
             variants = build_variants(cfg, device, specs)
-        scorer = Scorer(set_cfg["metrics"], device=device, border=eset.border)
+        scorers = {}  # by border: the classic protocol crops `scale` pixels, so a x2 or x8 row has its own
         img_root = out / "images" / set_name
         saved = grid_ids(cfg, set_name, eset, ecfg["save_images"])
         for i in saved:  # LR and HR beside the SR images, for the visual grids
@@ -226,11 +228,14 @@ def evaluate_sets(cfg: dict, ecfg: dict, out: Path, *, missing: str, carry=None)
             save_image(lr, img_root / "lr" / f"{i}.png")
             save_image(hr, img_root / "hr" / f"{i}.png")
         for vname, method in variants.items():
-            scale = method.scales[0] if getattr(method, "has_latents", False) else eset.scale
+            scale = method.scales[0] if getattr(method, "has_latents", False) else specs[vname].get("scale", eset.scale)
             pairs = eset.pairs_at(scale)
             if pairs is None:
                 print(f"[{out.name}] {set_name}: no x{scale} LR; {vname} not evaluated there")
                 continue
+            if pairs.border not in scorers:
+                scorers[pairs.border] = Scorer(set_cfg["metrics"], device=device, border=pairs.border)
+            scorer = scorers[pairs.border]
             steps_list = variant_steps(specs[vname], set_cfg["steps"]) if method.is_diffusion else [0]
             for steps in tqdm(steps_list, desc=f"{set_name}/{vname}", mininterval=2.0):
                 ids, scores, spi = evaluate_row(method, pairs, scale=scale, steps=max(steps, 1), scorer=scorer,
