@@ -244,14 +244,20 @@ def test_high_t_sampling_leans_towards_t_max():
         unet_stage.noise_options({"t_sampling": "late"})
 
 
-def test_independent_teacher_noise_gives_the_teacher_its_own_z_t(smoke_cfg):
-    pipe = YonosPipeline.from_params(smoke_cfg, 4, seed=0)
-    teacher = YonosPipeline.from_params(smoke_cfg, 2, seed=1, vae=pipe.vae)
+def student_teacher_batch(cfg: dict, t: list[int], g: torch.Generator):
+    """An x4 student, an x2 teacher on its VAE, their LatentSR and a two-image batch at timesteps `t`."""
+    pipe = YonosPipeline.from_params(cfg, 4, seed=0)
+    teacher = YonosPipeline.from_params(cfg, 2, seed=1, vae=pipe.vae)
     task = train.LatentSR(LatentCodec(pipe.vae), pipe.scheduler.alphas_cumprod, pipe.null_emb,
                           "v_prediction", "truncated_snr", {"kind": "bicubic"})
-    g = torch.Generator().manual_seed(0)
-    batch = {"hr": torch.rand(2, 3, 32, 32, generator=g), "seed": torch.tensor([1, 2]), "t": torch.tensor([500, 999]),
+    batch = {"hr": torch.rand(2, 3, 32, 32, generator=g), "seed": torch.tensor([1, 2]), "t": torch.tensor(t),
              "eps": torch.randn(2, 4, 16, 16, generator=g)}
+    return pipe, teacher, task, batch
+
+
+def test_independent_teacher_noise_gives_the_teacher_its_own_z_t(smoke_cfg):
+    g = torch.Generator().manual_seed(0)
+    pipe, teacher, task, batch = student_teacher_batch(smoke_cfg, [500, 999], g)
     seen = []
     hook = teacher.unet.register_forward_pre_hook(lambda m, args: seen.append(args[0][:, :4].clone()))
     for extra in ({}, {"eps_teacher": torch.randn(2, 4, 16, 16, generator=g)}):
@@ -299,14 +305,8 @@ def test_teacher_sample_is_diffusers_ddim_from_each_examples_own_t(smoke_cfg):
 
 
 def test_multistep_target_replaces_only_the_high_t_examples(smoke_cfg):
-    pipe = YonosPipeline.from_params(smoke_cfg, 4, seed=0)
-    teacher = YonosPipeline.from_params(smoke_cfg, 2, seed=1, vae=pipe.vae)
+    pipe, teacher, task, batch = student_teacher_batch(smoke_cfg, [200, 900], torch.Generator().manual_seed(0))
     perturb_(teacher.unet, 4)
-    task = train.LatentSR(LatentCodec(pipe.vae), pipe.scheduler.alphas_cumprod, pipe.null_emb,
-                          "v_prediction", "truncated_snr", {"kind": "bicubic"})
-    g = torch.Generator().manual_seed(0)
-    batch = {"hr": torch.rand(2, 3, 32, 32, generator=g), "seed": torch.tensor([1, 2]), "t": torch.tensor([200, 900]),
-             "eps": torch.randn(2, 4, 16, 16, generator=g)}
     targets = []
     real = train._weighted_latent_loss
     with pytest.MonkeyPatch.context() as mp:
