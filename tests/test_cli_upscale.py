@@ -39,6 +39,17 @@ def test_file_and_folder(tiny_checkpoint, tmp_path):
     assert sizes == {"a.png": (36, 28), "b.png": (20, 24), "c.png": (32, 32)}
 
 
+def test_exif_rotated_photo_comes_out_upright(tiny_checkpoint, tmp_path):
+    """A phone photo stored on its side (EXIF orientation 6: 10x4 stored pixels, 4x10 upright) is upscaled
+    upright, 16x40, and the output carries no orientation tag that would turn it a second time."""
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.fromarray(np.zeros((4, 10, 3), dtype=np.uint8)).save(tmp_path / "photo.jpg", exif=exif)
+    out = tmp_path / "photo_x4.png"
+    assert main(["upscale", str(tmp_path / "photo.jpg"), str(out), "--checkpoint", str(tiny_checkpoint)]) == 0
+    with Image.open(out) as img:
+        assert img.size == (16, 40) and img.getexif().get(0x0112, 1) == 1
+
 def bad_inputs(tmp_path):
     (tmp_path / "empty.png").write_bytes(b"")
     (tmp_path / "text.png").write_text("this is not an image\n")
@@ -124,6 +135,31 @@ def test_existing_output_needs_overwrite(tiny_checkpoint, tmp_path):
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary file left
 
 
+@pytest.mark.parametrize("crash", [KeyboardInterrupt(), OSError(28, "No space left on device")])
+def test_a_crash_while_writing_keeps_the_old_output(tiny_checkpoint, tmp_path, monkeypatch, capsys, crash):
+    """The encoder dies half-way through the file (Ctrl-C, a full disk): with --overwrite the existing output
+    keeps its old bytes, and neither a partial output nor the temporary file is left beside it. A full disk is
+    one line naming the file."""
+    src = png(tmp_path / "a.png")
+    out = tmp_path / "out.png"
+    out.write_bytes(b"keep me")
+
+    def dies_half_way(self, fp, *a, **k):
+        Path(fp).write_bytes(b"\x89PNG\r\n\x1a\n half an image")
+        raise crash
+
+    monkeypatch.setattr(Image.Image, "save", dies_half_way)
+    args = ["upscale", str(src), str(out), "--checkpoint", str(tiny_checkpoint), "--overwrite"]
+    if isinstance(crash, KeyboardInterrupt):
+        assert main(args) == 130
+    else:
+        assert main(args) == 2
+        err = capsys.readouterr().err
+        assert "Traceback" not in err
+        assert "out.png: could not be written (No space left on device)" in err.splitlines()[-1]
+    assert out.read_bytes() == b"keep me"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.png", "out.png"]
+
 def test_folder_mode_names_collisions_and_skipped_entries(tiny_checkpoint, tmp_path, capsys):
     src = tmp_path / "in"
     src.mkdir()
@@ -161,6 +197,22 @@ def test_arguments_checked_before_work(tiny_checkpoint, tmp_path, extra, needle)
     line = one_line_exit_2(run_cli("upscale", src, tmp_path / "o.png", "--checkpoint", tiny_checkpoint, *extra))
     assert needle in line and not (tmp_path / "o.png").exists()
 
+
+@pytest.mark.parametrize("extra, needles", [(["--steps", "1001"], ["--steps 1001: must be between 1 and 1000"]),
+                                            (["--steps", "0"], ["--steps 0: must be between 1 and 1000"]),
+                                            (["--scale", "3"], ["--scale 3: ", "is a x4 model"])])
+def test_argument_errors_come_before_any_work(tiny_checkpoint, tmp_path, monkeypatch, capsys, extra, needles):
+    """In process, so the work can be forbidden: a bad --steps or --scale is one line, exit 2, with no image
+    read and no weights loaded (the scale comes from the checkpoint's JSON config)."""
+    import yonos.commands.upscale as up
+
+    src = png(tmp_path / "a.png")
+    no_model_load(monkeypatch)
+    monkeypatch.setattr(up, "read_image", lambda *a, **k: pytest.fail("an input was read before the check"))
+    assert main(["upscale", str(src), str(tmp_path / "o.png"), "--checkpoint", str(tiny_checkpoint), *extra]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and all(n in err[0] for n in needles) and "Traceback" not in err[0], err
+    assert not (tmp_path / "o.png").exists()
 
 def test_checkpoint_errors_name_the_given_folder(tmp_path):
     src = png(tmp_path / "a.png")

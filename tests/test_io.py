@@ -87,6 +87,19 @@ def test_pipeline_upscale_accepts_paths_and_keeps_dark_dark(tiny_pipeline, tmp_p
         tiny_pipeline.upscale(dark_u8(8, 8).astype(np.int64))
 
 
+@pytest.mark.parametrize("case", ["missing", "corrupt"])
+def test_pipeline_upscale_of_a_bad_path_is_one_line_naming_it(tiny_pipeline, tmp_path, case):
+    """pipe.upscale(path) of a missing or corrupt file raises a one-line UserError naming the file, not
+    PIL's FileNotFoundError / UnidentifiedImageError from deep inside."""
+    path = tmp_path / "photo.png"
+    if case == "corrupt":
+        Image.fromarray(dark_u8(8, 8)).save(path)
+        path.write_bytes(path.read_bytes()[:40])  # a truncated download: PNG signature, then nothing usable
+    for given in (path, str(path)):
+        with pytest.raises(UserError) as exc:
+            tiny_pipeline.upscale(given)
+        assert str(path) in str(exc.value) and "\n" not in str(exc.value)
+
 def test_big_endian_and_bool_arrays_use_their_declared_range():
     """A big-endian uint16 array (as FITS or raw readers give) is 16-bit, not an unknown dtype."""
     be = (dark_u8().astype(np.uint16) * 257).astype(">u2")

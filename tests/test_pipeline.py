@@ -63,6 +63,30 @@ def test_from_pretrained_names_the_folder(tmp_path):
         YonosPipeline.from_pretrained(tmp_path)
 
 
+def test_the_suggested_checkpoint_folder_is_one_a_stage_writes(repo_root, tmp_path):
+    """The checkpoint error suggests an example folder; it must be one `dvc repro` writes (today's
+    runs/embedded/finetune_decoder/checkpoint), not a folder of an older layout that no stage makes."""
+    import re
+    from pathlib import PurePosixPath
+
+    import yaml
+
+    from yonos.pipeline import checkpoint_info
+
+    with pytest.raises(UserError) as exc:
+        checkpoint_info(tmp_path / "nope")
+    suggested = PurePosixPath(re.search(r"e\.g\. (runs/\S+)", str(exc.value)).group(1))
+    writers = []  # (stage module, the suggestion's path inside that stage's out)
+    for stage in yaml.safe_load((repo_root / "dvc.yaml").read_text())["stages"].values():
+        for entry in stage.get("outs", []):
+            out = next(iter(entry)) if isinstance(entry, dict) else entry
+            out = PurePosixPath(out.replace("${profile}", "embedded"))
+            if suggested.is_relative_to(out) and suggested != out:
+                writers.append((stage["cmd"].split("python -m ", 1)[1].split()[0], suggested.relative_to(out)))
+    assert len(writers) == 1, (suggested, writers)
+    module, sub = writers[0]
+    assert f'"{sub}"' in (repo_root / (module.replace(".", "/") + ".py")).read_text(), (module, sub)
+
 def test_check_size_refuses_a_huge_input_before_allocating(tiny_checkpoint, monkeypatch):
     """A 1920x1080 input needed ~35-40 GB untiled; the guard stops it with one line before any tensor exists."""
     from yonos.pipeline import MemorySpec, checkpoint_info, estimate_peak_bytes

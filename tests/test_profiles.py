@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -184,6 +185,23 @@ def test_evaluate_set_embedded_reads_the_active_profile(repo_root, tmp_path, mon
     monkeypatch.setenv("YONOS_PROFILE", "embedded")  # runs/embedded has no set: the message names it
     with pytest.raises(UserError, match="runs/embedded/prepare_data/eval"):
         resolve_eval_set("embedded", {}, scale=4)
+
+
+def test_make_lint_works_from_a_fresh_clone(repo_root):
+    """`make lint` on a fresh clone: its recipe runs the ruff that `make setup` installs, so requirements.txt
+    (what setup installs) pins ruff, this environment runs that pin, and the folders the recipe names pass."""
+    from importlib.metadata import version
+
+    makefile = (repo_root / "Makefile").read_text()
+    setup = re.search(r"^\$\(STAMP\):.*\n((?:\t.*\n)+)", makefile, re.M)  # `setup: $(STAMP)` builds the venv
+    assert setup and re.search(r"^\t\$\(PIP\) install .*-r requirements\.txt$", setup.group(1), re.M)
+    lint = re.search(r"^lint: *setup\n\t(ruff check .*)$", makefile, re.M)
+    assert lint, "no `lint: setup` target whose recipe is `ruff check ...`"
+    pins = re.findall(r"^ruff==(\S+)$", (repo_root / "requirements.txt").read_text(), re.M)
+    assert len(pins) == 1 and version("ruff") == pins[0], (pins, version("ruff"))
+    res = subprocess.run([sys.executable, "-m", *lint.group(1).split()], cwd=repo_root, capture_output=True,
+                         text=True, timeout=120)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
 
 
 # --- slow: the documented way, from a fresh clone -------------------------------------------------

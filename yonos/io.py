@@ -210,8 +210,12 @@ def save_image(img, path: str | os.PathLike, *, overwrite: bool = True) -> None:
     fmt = Image.registered_extensions().get(path.suffix.lower())
     if fmt is None:
         raise UserError(f"{path}: unknown image suffix; use one of {', '.join(IMAGE_SUFFIXES)}")
-    with atomic_path(path, overwrite=overwrite) as tmp:
-        Image.fromarray(to_uint8(img)).save(tmp, format=fmt)
+    try:
+        with atomic_path(path, overwrite=overwrite) as tmp:
+            Image.fromarray(to_uint8(img)).save(tmp, format=fmt)
+    except OSError as exc:  # a full disk or a vanished folder: the old file is kept, no temporary is left
+        raise UserError(f"{path}: could not be written ({exc.strerror or exc}); free space or check the folder, "
+                        "then run again") from None
 
 
 def list_images(folder: str | os.PathLike) -> list[Path]:
