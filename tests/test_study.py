@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -103,3 +106,15 @@ def test_the_chain_judges_each_link_against_bicubic_at_its_own_scale(cfg, tmp_pa
     assert chain.loc["distilled_x4", "verdict"] == "inconclusive"
     assert chain.loc["distilled_x8", "verdict"] == "reproduced"
     assert chain.loc["distilled_x8", "diff"] == pytest.approx(0.4, abs=0.05)
+
+
+def test_make_study_runs_every_arm_and_the_seed_arms_first(repo_root):
+    """`make study` names every arm of the study (a new arm is not silently left out), each once, and trains
+    seed1 and seed2 before the replicates that reuse their teachers."""
+    res = subprocess.run(["make", "-n", "study", "PYTHON=python"], cwd=repo_root, capture_output=True, text=True,
+                         env={**os.environ, "MAKEFLAGS": ""}, timeout=60)
+    line = next(ln for ln in res.stdout.splitlines() if "yonos.study run" in ln)
+    arms = line.split("yonos.study run", 1)[1].split()
+    assert sorted(arms) == sorted([*study.ARMS, *study.BUDGET_ARMS]) and len(arms) == len(set(arms))
+    first_replicate = min(i for i, a in enumerate(arms) if study.seed_source(a))
+    assert arms.index("seed1") < first_replicate and arms.index("seed2") < first_replicate

@@ -420,6 +420,9 @@ def write_report(cfg: dict, out: str | Path = "reports/claims") -> Path:
                  + " (the direct model from scratch, the paper's baseline, where the main run starts it from the "
                  "teacher; the teacher's target on its own noisy latent; t drawn with density rising to T; the "
                  "teacher's target at high t its own 4-step DDIM sample instead of its one-step prediction). "
+                 "Each arm is judged over the training seeds run of it: the arm (seed 0) and its replicates "
+                 "`<arm>_seed1`, `<arm>_seed2` (which retrain what the arm retrains and take the rest from `seed1`, "
+                 "`seed2`); the Seeds × images column says how many. "
                  "The paper's Claim 1 predicts a positive gap, largest at few steps. All metrics in "
                  "claim1_budget.csv; arms not run yet are absent.\n\n"
                  + (f"![Claim 1 against budget]({figure.name})\n\n" if figure else "")
