@@ -91,6 +91,11 @@ def test_the_chain_judges_each_link_against_bicubic_at_its_own_scale(cfg, tmp_pa
     assert variants["bicubic_x2"] == {"method": "bicubic", "scale": 2} and variants["bicubic"]["scale"] == 4
     assert variants["distilled_x8"]["checkpoint"] == "distill_student/x8/checkpoint"
     assert [e["name"] for e in arm["evaluate"]["sets"]] == ["b100"]
+    assert study.own_shared("chain_x8") == ("encode_latents",) and study.own_shared("claim1_s250") == ()
+    for stage in (*study.SHARED_STAGES, *study.TRAIN_STAGES):  # the bank needs x8 LR latents: encoded again
+        run_dir(cfg, stage).mkdir(parents=True)
+    study.link_shared(cfg, arm, "chain_x8")
+    assert run_dir(arm, "train_autoencoder").is_symlink() and not run_dir(arm, "encode_latents").exists()
     rng = np.random.default_rng(0)
     rows = []
     for (model, bicubic, scale), gap in zip(study.CHAIN_LINKS, (-0.5, 0.0, +0.4)):

@@ -181,11 +181,17 @@ def reused(arm: str) -> tuple[str, ...]:
     return tuple(s for s in TRAIN_STAGES if s not in retrained(arm))
 
 
+def own_shared(arm: str) -> tuple[str, ...]:
+    """Shared stages an arm runs itself: a chain arm's latent bank gains the x8 LR latents (with bicubic LR its
+    x2 and x4 entries are the main run's: the same crops, each LR from its HR alone)."""
+    return ("encode_latents",) if arm in CHAIN_ARMS else ()
+
+
 def link_shared(cfg: dict, arm_cfg: dict, arm: str) -> None:
     """The main run's data, autoencoder and bank, and the U-Nets the arm does not retrain (`reused`: the main
     run's, or for a replicate arm its seed arm's), linked into the arm's run folder."""
     source = seed_source(arm)
-    for stage in SHARED_STAGES + reused(arm):
+    for stage in [s for s in SHARED_STAGES if s not in own_shared(arm)] + list(reused(arm)):
         origin = arm_config(cfg, source) if source and stage in TRAIN_STAGES else cfg
         main, here = run_dir(origin, stage).resolve(), run_dir(arm_cfg, stage)
         if not main.is_dir():
@@ -209,7 +215,7 @@ def run_arm(cfg: dict, arm: str) -> None:
         run_stage(f"train_{method}", importlib.import_module(f"yonos.stages.train_{method}").run, acfg)
         run_stage(stage_name(method), lambda c: run_method(c, method), acfg)
         return
-    stages = [s for s in TRAIN_STAGES if s not in reused(arm)] + ["evaluate"]
+    stages = [*own_shared(arm), *(s for s in TRAIN_STAGES if s not in reused(arm)), "evaluate"]
     stages += [] if decoder_only(arm) or arm in CHAIN_ARMS else ["diagnose_onestep"]
     for stage in stages:
         print(f"[study] {arm}: {stage}", file=sys.stderr)
