@@ -187,6 +187,19 @@ def test_the_study_block_quotes_the_study_over_seeds(tmp_path):
     assert "Claim 2, + decoder − distilled: B100, 1 step: +0.32 dB [+0.27, +0.39] (reproduced)" in text
     assert "set5" not in text  # one seed only: not quoted as a result over seeds
     assert "claim1_s1000 (teacher 800, student = direct 1000, direct from teacher; 1 seed) -0.12 dB" in text
+    row = study_claims().iloc[0].to_dict()
+    ablations = pd.DataFrame([
+        {**row, "a": "distilled_x4+decoder@zero_snr", "b": "distilled_x4+decoder", "diff": 0.04, "low": 0.01,
+         "high": 0.07, "verdict": "reproduced"},
+        {**row, "a": "distilled_x4+decoder@reuser", "b": "distilled_x4+decoder", "diff": 0.0, "low": 0.0,
+         "high": 0.0, "verdict": "inconclusive"},
+        {**row, "a": "direct_x4@zero_snr", "b": "direct_x4", "diff": 0.3, "low": 0.2, "high": 0.4}])
+    chain = pd.DataFrame([{**row, "a": "teacher_x2", "b": "bicubic_x2", "diff": -1.85, "low": -2.09, "high": -1.63,
+                           "verdict": "not reproduced"}])
+    text = flat(readme.render_study(study_claims(), budget, ablations, chain))
+    assert "against the main run's** (B100, one step, arm − main): zero_snr (3 seeds) +0.04 dB [+0.01, +0.07]" in text
+    assert "reuser" not in text and "+0.30" not in text  # an unchanged model, and not the final output
+    assert "teacher_x2 − bicubic_x2 -1.85 dB [-2.09, -1.63] (not reproduced)" in text
     # README with both blocks: the study block is regenerated from the CSV its marker names, and checked
     (tmp_path / "reports" / "embedded").mkdir(parents=True)
     (tmp_path / "reports" / "embedded" / "metrics.json").write_text(json.dumps(metrics()))
