@@ -123,3 +123,16 @@ def test_make_study_runs_every_arm_and_the_seed_arms_first(repo_root):
     assert sorted(arms) == sorted([*study.ARMS, *study.BUDGET_ARMS]) and len(arms) == len(set(arms))
     first_replicate = min(i for i, a in enumerate(arms) if study.seed_source(a))
     assert arms.index("seed1") < first_replicate and arms.index("seed2") < first_replicate
+
+
+def test_an_arms_wall_time_counts_only_the_stages_it_ran(cfg):
+    """Linked stages (the main run's, or a seed arm's) carry the main run's timing.json: not the arm's time."""
+    main_teacher = run_dir(cfg, "train_teacher")
+    main_teacher.mkdir(parents=True)
+    (main_teacher / "timing.json").write_text('{"stage": "train_teacher", "seconds": 900}')
+    arm = study.arm_config(cfg, "claim1_s250")
+    run_dir(arm, "distill_student").mkdir(parents=True)
+    (run_dir(arm, "distill_student") / "timing.json").write_text('{"stage": "distill_student", "seconds": 120}')
+    run_dir(arm, "train_teacher").symlink_to(main_teacher, target_is_directory=True)
+    assert study.arm_seconds(cfg) == {"claim1_s250": {"distill_student": 120.0}}
+    assert "| claim1_s250 | distill_student | 2 |" in study.time_table(study.arm_seconds(cfg))

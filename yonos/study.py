@@ -374,6 +374,26 @@ def budget_table(cfg: dict) -> str:
     return "\n".join(lines)
 
 
+def arm_seconds(cfg: dict) -> dict[str, dict[str, float]]:
+    """{arm: {stage: seconds}} of the stages each arm ran itself (timing.json; linked stages left out)."""
+    from yonos.stages.report import read_timings
+
+    out = {}
+    for arm in (*ARMS, *BUDGET_ARMS):
+        folder = run_dir(arm_config(cfg, arm))
+        if folder.is_dir():
+            out[arm] = {stage: secs for stage, secs in read_timings(folder).items()
+                        if (folder / stage).is_dir() and not (folder / stage).is_symlink()}
+    return {arm: stages for arm, stages in out.items() if stages}
+
+
+def time_table(seconds: dict[str, dict[str, float]]) -> str:
+    rows = [f"| {arm} | {', '.join(stages)} | {sum(stages.values()) / 60:.0f} |" for arm, stages in seconds.items()]
+    total = sum(sum(stages.values()) for stages in seconds.values())
+    return "\n".join(["| Arm | Stages run | Minutes |", "|---|---|---:|", *rows,
+                      f"| **total** | | {total / 60:.0f} ({total / 3600:.1f} h) |"]) + "\n"
+
+
 def write_report(cfg: dict, out: str | Path = "reports/claims") -> Path:
     out = Path(out)
     seeds, arms = claims_over_seeds(cfg), judge_arms(cfg)
@@ -452,6 +472,11 @@ def write_report(cfg: dict, out: str | Path = "reports/claims") -> Path:
         text += ("\n## Baselines at more budget\n\nPSNR-Y (dB) on the held-out crops against sampling steps: a "
                  "baseline trained at a multiple of the equal budget beside the same baseline at it "
                  "(`python -m yonos.study run ldmsr_budget5`).\n\n" + budget)
+    seconds = arm_seconds(cfg)
+    if seconds:
+        text += ("\n## Wall time\n\nThe stages each arm ran itself, from their timing.json, summed. Measured on a "
+                 "2-core machine while two or three arms (or other jobs) shared it, so an arm alone takes roughly half "
+                 "as long; an arm killed part-way counts only its finished stages.\n\n" + time_table(seconds))
     write_text(out / "README.md", text)
     from yonos.report import readme
 
