@@ -127,9 +127,8 @@ def arm_config(cfg: dict, arm: str) -> dict:
     names = CHAIN_SETS if arm in CHAIN_ARMS else STUDY_SETS
     sets = [e for e in out["evaluate"]["sets"] if (e if isinstance(e, str) else e["name"]) in names]
     keep = ("distilled_x4+decoder",) if decoder_only(arm) else (*COMPARED, "bicubic")
-    variants = {k: v for k, v in out["evaluate"]["variants"].items() if k in keep}
-    if arm in CHAIN_ARMS:
-        variants = chain_variants(out)
+    variants = (chain_variants(out) if arm in CHAIN_ARMS
+                else {k: v for k, v in out["evaluate"]["variants"].items() if k in keep})
     out["evaluate"] = {**out["evaluate"], "sets": sets, "steps": STUDY_STEPS, "variants": variants}
     return out
 

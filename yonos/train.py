@@ -335,8 +335,8 @@ def distillation_loss(unet, batch: dict, *, task: LatentSR, scale: int, teacher,
     z_t_teacher = task.noisy(z_h, {**batch, "eps": batch["eps_teacher"]}) if "eps_teacher" in batch else z_t
     with torch.no_grad():
         target = task.predict_z0(teacher, z_t_teacher, z_ls[teacher_scale], t)
-        high = t >= target_from_t
-        if target_steps > 1 and bool(high.any()):  # mechanism check: the teacher's own sample, not its mean
+        high = t >= target_from_t if target_steps > 1 else None  # mechanism check: the teacher's own sample
+        if high is not None and bool(high.any()):
             target[high] = teacher_sample(teacher, task, z_t_teacher[high], z_ls[teacher_scale][high], t[high],
                                           target[high], steps=target_steps)
     return _weighted_latent_loss(unet, task, z_t, z_ls[scale], t, target=target)
