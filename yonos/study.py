@@ -42,6 +42,10 @@ BASE_ARMS: dict[str, dict] = {
     # Claim 2's control: the decoder gets the same extra steps on E(HR), not on one-step latents. If the
     # paper's decoder beats it, the gain comes from the one-step latents, not from more decoder training.
     "decoder_control": {"decoder.latents": "autoencoder"},
+    # The options that each lifted the final one-step output over the main run's (zero-SNR, the teacher's
+    # independent noise, high-t sampling), together: do they add up towards issue 8's +0.5 dB target?
+    "combined": {"model.rescale_betas_zero_snr": True, "distill.teacher_noise": "independent",
+                 "distill.t_sampling": "high", "direct.t_sampling": "high"},
 }
 # Claim 1 against the budget: the student's and the direct model's optimiser steps (equal for both, so only
 # the target differs) over 4x around the main run's 500, and the teacher at twice its 800 steps. Judged as
