@@ -425,9 +425,9 @@ def write_report(cfg: dict, out: str | Path = "reports/claims") -> Path:
                       "claims_by_arm.csv.\n\n"
                       + claims.to_markdown(frame) for arm, frame in under.items() if len(frame))
             + "\n## Ablations\n\nEach arm (A) against the main run (B) on the same images and noise seeds at "
-            f"one DDIM step. The arms replicated over training seeds ({', '.join(f'`{a}`' for a in REPLICATED)}) "
-            "are paired seed by seed with the main run's seeds, the others have one seed and their interval "
-            "covers images only: the Seeds × images column says which. `decoder_control` is Claim 2's control: its "
+            "one DDIM step. An arm with replicates (`<arm>_seed1`, `<arm>_seed2`) is paired seed by seed with the "
+            "main run's seeds and its interval resamples seeds and images; an arm run at one seed has an interval "
+            "over images only. The Seeds × images column gives the count. `decoder_control` is Claim 2's control: its "
             "decoder had the same extra steps on the autoencoder's own latents E(HR), not on one-step latents; "
             "*not reproduced* against the main run's decoder attributes Claim 2's gain to the one-step latents, and "
             "its row against distilled_x4 says whether the extra decoder training helps by itself. Arms not run "
