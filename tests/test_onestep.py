@@ -89,3 +89,32 @@ def test_diagnostics_of_a_tiny_model_and_their_table(smoke_cfg):
     assert len(stats) == pipe.vae.config.latent_channels
     table = to_markdown(frame, stats, seeds=3)
     assert "| tiny (×4) |" in table and "t=999" in table and "over 3 noise seeds" in table
+
+
+def _ablation(arm: str, model: str, diff: float, verdict: str, seeds: int = 3) -> dict:
+    return {"claim": arm, "dataset": "b100", "metric": "psnr", "steps": 1, "a": f"{model}@{arm}", "b": model,
+            "seeds": seeds, "images": 100, "mean_a": 26.0, "mean_b": 26.0 - diff, "diff": diff,
+            "low": diff - 0.03, "high": diff + 0.03, "verdict": verdict}
+
+
+def test_the_choice_quotes_the_studys_evidence_and_says_what_is_in_force():
+    """The report's one-step choice quotes each alternative's arm against the main run from the study's
+    ablations.csv, says whether its setting is in force, and names an alternative the evidence favours."""
+    import pandas as pd
+
+    from yonos.report.onestep import choice
+
+    model = {"prediction_type": "v_prediction", "rescale_betas_zero_snr": False, "start": "noise"}
+    assert "have not been run" in choice(model, None)
+    ablations = pd.DataFrame([_ablation("zero_snr", "distilled_x4", 0.2, "reproduced"),
+                              _ablation("zero_snr", "distilled_x4+decoder", 0.04, "reproduced"),
+                              _ablation("start_condition", "distilled_x4+decoder", 0.005, "inconclusive", seeds=1),
+                              _ablation("ema", "distilled_x4+decoder", 0.5, "reproduced")])
+    text = choice(model, ablations)
+    assert "`zero_snr` (rescale_betas_zero_snr = True, not in force; 3 seeds)" in text
+    assert "distilled_x4+decoder +0.04 dB [+0.01, +0.07]" in text and "1 seed)" in text
+    assert "favours `zero_snr`," in text and "ema" not in text  # only the one-step alternatives
+    text = choice({**model, "rescale_betas_zero_snr": True}, ablations)
+    assert "True, in force" in text and "favours" not in text
+    worse = ablations.assign(verdict="not reproduced")
+    assert "favours" not in choice(model, worse) and "the final output worse" in choice(model, worse)

@@ -107,6 +107,10 @@ def write_onestep(cfg: dict, out: Path) -> str | None:
         return None
     text = onestep.to_markdown(pd.read_csv(folder / "onestep.csv"), pd.read_csv(folder / "latents.csv"),
                                seeds=int((cfg.get("diagnose") or {}).get("seeds", 8)))
+    study = cfg["report"].get("study")  # the study's report folder (yonos/study.py): evidence on the choice
+    ablations = Path(study, "ablations.csv") if study else None
+    found = pd.read_csv(ablations) if ablations and ablations.is_file() else None
+    text += "\n" + onestep.choice(cfg["model"], found) + "\n"
     write_text(out / "tables" / "onestep.md", "# One-step regime\n\n" + text)
     return text
 
