@@ -73,9 +73,9 @@ CHAIN_LINKS = (("teacher_x2", "bicubic_x2", 2), ("distilled_x4", "bicubic", 4), 
 CHAIN_SETS = ("b100",)
 
 # Arms replicated over the training seeds (<arm>_seed1, <arm>_seed2): judged against the main run's seeds
-# pair by pair, and, for `prior` and `zero_snr`, the paper's claims again under the arm's settings. A Claim 1
-# arm's gap is judged over the seeds it has (claim1_budget).
-REPLICATED = ("prior", "zero_snr")
+# pair by pair, and the paper's claims again under the arm's settings. A Claim 1 arm's gap is judged over
+# the seeds it has (claim1_budget).
+REPLICATED = ("prior", "zero_snr", "combined")
 _BASE = {**BASE_ARMS, **CLAIM1_ARMS, **CLAIM1_MECHANISM, **CHAIN_ARMS}
 ARMS: dict[str, dict] = {
     **_BASE,
