@@ -97,24 +97,25 @@ def _ablation(arm: str, model: str, diff: float, verdict: str, seeds: int = 3) -
             "low": diff - 0.03, "high": diff + 0.03, "verdict": verdict}
 
 
-def test_the_choice_quotes_the_studys_evidence_and_says_what_is_in_force():
+def test_the_choice_quotes_the_studys_evidence_and_says_what_is_in_force(smoke_cfg):
     """The report's one-step choice quotes each alternative's arm against the main run from the study's
-    ablations.csv, says whether its setting is in force, and names an alternative the evidence favours."""
+    ablations.csv, says whether its settings are in force, and names an alternative the evidence favours."""
     import pandas as pd
 
+    from yonos import study
     from yonos.report.onestep import choice
 
-    model = {"prediction_type": "v_prediction", "rescale_betas_zero_snr": False, "start": "noise"}
-    assert "have not been run" in choice(model, None)
+    cfg = study.apply(smoke_cfg, {"model.rescale_betas_zero_snr": False, "model.start": "noise"})
+    assert "have not been run" in choice(cfg, None)
     ablations = pd.DataFrame([_ablation("zero_snr", "distilled_x4", 0.2, "reproduced"),
                               _ablation("zero_snr", "distilled_x4+decoder", 0.04, "reproduced"),
                               _ablation("start_condition", "distilled_x4+decoder", 0.005, "inconclusive", seeds=1),
                               _ablation("ema", "distilled_x4+decoder", 0.5, "reproduced")])
-    text = choice(model, ablations)
-    assert "`zero_snr` (rescale_betas_zero_snr = True, not in force; 3 seeds)" in text
+    text = choice(cfg, ablations)
+    assert "`zero_snr` (model.rescale_betas_zero_snr=True; not in force; 3 seeds)" in text
     assert "distilled_x4+decoder +0.04 dB [+0.01, +0.07]" in text and "1 seed)" in text
     assert "favours `zero_snr`," in text and "ema" not in text  # only the one-step alternatives
-    text = choice({**model, "rescale_betas_zero_snr": True}, ablations)
-    assert "True, in force" in text and "favours" not in text
+    text = choice(study.apply(cfg, study.ARMS["zero_snr"]), ablations)
+    assert "True; in force" in text and "favours" not in text
     worse = ablations.assign(verdict="not reproduced")
-    assert "favours" not in choice(model, worse) and "the final output worse" in choice(model, worse)
+    assert "favours" not in choice(cfg, worse) and "the final output worse" in choice(cfg, worse)

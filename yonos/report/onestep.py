@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pandas as pd
 
+from yonos import study
+
 INTRO = (
     "Measured by stage `diagnose_onestep` on the embedded evaluation crops. *x0 MSE at t*: the clean-latent "
     "error ‖ẑ − z_h‖² (per element) when the model is given an in-distribution input z_t = α_t z_h + σ_t ε, as "
@@ -39,35 +41,35 @@ def to_markdown(onestep: pd.DataFrame, latents: pd.DataFrame, *, seeds: int) -> 
     return INTRO.format(seeds=seeds) + "\n\n" + "\n".join(lines) + "\n\n" + lat + "\n"
 
 
-# The study arms (yonos/study.py) that test the alternatives to the one-step settings in force, and the
-# model setting each one flips.
-ALTERNATIVES = {"zero_snr": ("rescale_betas_zero_snr", True), "start_condition": ("start", "condition")}
+
+# The study arms (yonos/study.py) that test alternatives to the one-step settings in force.
+ALTERNATIVES = ("zero_snr", "start_condition", "combined")
 JUDGED = ("direct_x4", "distilled_x4", "distilled_x4+decoder")  # the last is the final output
 READING = {"reproduced": "better than the settings in force", "not reproduced": "worse",
            "inconclusive": "no difference shown"}
 
 
-def choice(model: dict, ablations: pd.DataFrame | None) -> str:
-    """The one-step settings in force (params.yaml `model`) and the study's evidence on each alternative:
+def choice(cfg: dict, ablations: pd.DataFrame | None) -> str:
+    """The one-step settings in force (the profile's `model`) and the study's evidence on each alternative:
     the arm's models against the main run's, PSNR-Y on B100 at one step (the study's ablations.csv, or None
     when the study has not been run)."""
+    model = cfg["model"]
     schedule = "zero-terminal SNR" if model.get("rescale_betas_zero_snr") else "the base schedule (α_T > 0)"
     text = (f"**Choice** (params.yaml `model`, tagged [choice]): {model['prediction_type']}, {schedule}, one step "
             f"from start = {model.get('start', 'noise')}.")
-    if ablations is None:
-        return text + f" The study arms that test the alternatives ({', '.join(ALTERNATIVES)}) have not been run."
-    rows = ablations[(ablations["dataset"] == "b100") & (ablations["metric"] == "psnr") & (ablations["steps"] == 1)]
+    rows = (ablations.query("dataset == 'b100' and metric == 'psnr' and steps == 1") if ablations is not None
+            else pd.DataFrame(columns=["a", "b"]))
     said, favoured = [], []
-    for arm, (key, value) in ALTERNATIVES.items():
+    for arm in ALTERNATIVES:
         mine = rows[rows["b"].isin(JUDGED) & (rows["a"] == rows["b"] + f"@{arm}")]
         final = mine[mine["b"] == JUDGED[-1]]
         if final.empty:
             continue
         verdict = final["verdict"].iloc[0]
-        in_force = model.get(key) == value
+        in_force = study.apply(cfg, study.ARMS[arm]) == cfg
         favoured += [arm] if verdict == "reproduced" and not in_force else []
         n = int(mine["seeds"].max())
-        said.append(f"`{arm}` ({key} = {value}, {'in force' if in_force else 'not in force'}; {n} seed"
+        said.append(f"`{arm}` ({study.settings(arm)}; {'in force' if in_force else 'not in force'}; {n} seed"
                     f"{'s' if n > 1 else ''}): " + ", ".join(f"{r['b']} {r['diff']:+.2f} dB [{r['low']:+.2f}, "
                                                           f"{r['high']:+.2f}]" for r in mine.to_dict("records"))
                     + f"; the final output {READING.get(verdict, verdict)}")
@@ -76,7 +78,7 @@ def choice(model: dict, ablations: pd.DataFrame | None) -> str:
     text += (" The study's arms against the main run (B100, PSNR-Y, one step, arm − main, 95% intervals; "
              "the study's ablations.csv): " + "; ".join(said) + ".")
     if favoured:
-        text += (f" The evidence favours {' and '.join(f'`{a}`' for a in favoured)}, which is not the default yet: "
-                 "switching a `model` setting retrains every U-Net stage and every study arm (params.yaml's "
-                 "[choice] note says where this stands).")
+        text += (f" The evidence favours {' and '.join(f'`{a}`' for a in favoured)}, not the default yet: switching "
+                 "retrains every U-Net stage and every study arm (params.yaml's [choice] note says where this "
+                 "stands).")
     return text

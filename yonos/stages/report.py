@@ -110,7 +110,7 @@ def write_onestep(cfg: dict, out: Path) -> str | None:
     study = cfg["report"].get("study")  # the study's report folder (yonos/study.py): evidence on the choice
     ablations = Path(study, "ablations.csv") if study else None
     found = pd.read_csv(ablations) if ablations and ablations.is_file() else None
-    text += "\n" + onestep.choice(cfg["model"], found) + "\n"
+    text += "\n" + onestep.choice(cfg, found) + "\n"
     write_text(out / "tables" / "onestep.md", "# One-step regime\n\n" + text)
     return text
 
