@@ -244,10 +244,11 @@ def _said(rows) -> str:
 
 
 def render_study(claims: pd.DataFrame, budget: pd.DataFrame | None = None, ablations: pd.DataFrame | None = None,
-                 chain: pd.DataFrame | None = None) -> str:
+                 chain: pd.DataFrame | None = None, by_arm: pd.DataFrame | None = None) -> str:
     """The study's verdicts over training seeds (claims.csv of yonos/study.py), Claim 1 against the training
-    budget (claim1_budget.csv), each arm's final output against the main run's (ablations.csv) and the x2 -> x4
-    -> x8 chain against bicubic (chain.csv), PSNR-Y on B100 at one step, as README lines."""
+    budget (claim1_budget.csv), each arm's final output against the main run's (ablations.csv) and against
+    bicubic under each replicated arm (claims_by_arm.csv), and the x2 -> x4 -> x8 chain against bicubic
+    (chain.csv), PSNR-Y on B100 at one step, as README lines."""
     psnr = claims[(claims["metric"] == "psnr") & claims["dataset"].isin(list(STUDY_SETS))].to_dict("records")
     seeds = max((int(r["seeds"]) for r in psnr), default=0)
     lines = [f"- **Over {seeds} training seeds** (PSNR-Y, A − B with 95% intervals over seeds and images):"]
@@ -267,12 +268,20 @@ def render_study(claims: pd.DataFrame, budget: pd.DataFrame | None = None, ablat
     b100 = "(metric == 'psnr') and (dataset == 'b100') and (steps == 1)"
     if ablations is not None and not ablations.empty:
         rows = ablations.query(b100)
+        reused = rows[["low", "high"]].abs().max(axis=1) < 1e-4  # the arm reuses the model: 0 but float noise
         rows = rows[rows["a"].str.startswith("distilled_x4+decoder@") & (rows["b"] == "distilled_x4+decoder")
-                    & ((rows["low"] != 0) | (rows["high"] != 0))]  # all 0: the arm reuses this model unchanged
+                    & ~reused]
         said = [f"{r['a'].split('@', 1)[1]} ({r['seeds']} seed{'s' if r['seeds'] > 1 else ''}) {_diff(r)} "
                 f"({r['verdict']})" for r in rows.to_dict("records")]
         if said:
             lines.append("- **Each arm's distilled + decoder against the main run's** (B100, one step, arm − main): "
+                         + "; ".join(said) + ".")
+    if by_arm is not None and not by_arm.empty:
+        rows = by_arm.query(b100)
+        said = [f"{r['arm']} ({r['seeds']} seeds) {_diff(r)} ({r['verdict']})"
+                for r in rows[rows["claim"].str.startswith("target")].to_dict("records")]
+        if said:
+            lines.append("- **distilled + decoder − bicubic under each arm run over seeds** (B100, one step): "
                          + "; ".join(said) + ".")
     if chain is not None and not chain.empty:
         said = [f"{r['a']} − {r['b']} {_diff(r)} ({r['verdict']})" for r in chain.query(b100).to_dict("records")]
@@ -321,8 +330,8 @@ def expected(readme: str | os.PathLike = README) -> tuple[str, str]:
     if STUDY_BLOCK.search(new):
         m = _split(new, readme, STUDY_BLOCK, STUDY_BEGIN, STUDY_END)
         source = _source(readme, m, "`python -m yonos.study report`")
-        body = render_study(pd.read_csv(source), *(_read_csv(source.parent / f"{name}.csv")
-                                                    for name in ("claim1_budget", "ablations", "chain")))
+        parts = ("claim1_budget", "ablations", "chain", "claims_by_arm")  # the study's other CSVs, beside it
+        body = render_study(pd.read_csv(source), *(_read_csv(source.parent / f"{name}.csv") for name in parts))
         new = new[: m.start()] + f"{STUDY_BEGIN.format(source=m['source'])}\n{body}{STUDY_END}" + new[m.end():]
     return text, new
 
