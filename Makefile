@@ -42,7 +42,8 @@ test-fast: setup
 CLAIM1_ARMS := claim1_s250 claim1_s1000 claim1_t1600 claim1_direct_scratch claim1_teacher_noise claim1_high_t \
 	claim1_multistep
 STUDY_ARMS ?= seed1 seed2 prior prior_seed1 prior_seed2 zero_snr zero_snr_seed1 zero_snr_seed2 ema start_condition \
-	decoder_control combined combined_seed1 combined_seed2 $(CLAIM1_ARMS) $(addsuffix _seed1,$(CLAIM1_ARMS)) $(addsuffix _seed2,$(CLAIM1_ARMS)) chain_x8 \
+	decoder_control combined combined_seed1 combined_seed2 $(CLAIM1_ARMS) $(addsuffix _seed1,$(CLAIM1_ARMS)) \
+	$(addsuffix _seed2,$(CLAIM1_ARMS)) chain_x8 \
 	ldmsr_budget5
 study: setup
 	python -m yonos.study run $(STUDY_ARMS)

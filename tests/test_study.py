@@ -136,3 +136,16 @@ def test_an_arms_wall_time_counts_only_the_stages_it_ran(cfg):
     run_dir(arm, "train_teacher").symlink_to(main_teacher, target_is_directory=True)
     assert study.arm_seconds(cfg) == {"claim1_s250": {"distill_student": 120.0}}
     assert "| claim1_s250 | distill_student | 2 |" in study.time_table(study.arm_seconds(cfg))
+
+
+def test_an_arm_is_judged_only_on_the_models_it_trains_again(cfg):
+    """claim1_teacher_noise retrains the student and the decoder and links the main run's direct model: the
+    linked model is the same one, so it gets no verdict against itself."""
+    rows = [dict(variant=v, dataset="b100", steps=1, metric="psnr", value=25.0 + i / 10, id=f"img{i}")
+            for v in study.COMPARED for i in range(8)]
+    for path in (run_dir(cfg, "evaluate", "per_image.csv"),
+                 run_dir(study.arm_config(cfg, "claim1_teacher_noise"), "evaluate", "per_image.csv")):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        pd.DataFrame(rows).to_csv(path, index=False)
+    judged = set(study.judge_arms(cfg)["b"])
+    assert judged == {"distilled_x4", "distilled_x4+decoder"}

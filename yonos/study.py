@@ -93,6 +93,8 @@ TRAIN_STAGES = ("train_teacher", "distill_student", "train_direct", "finetune_de
 STUDY_SETS = ("embedded", "b100")  # of the profile's evaluate.sets: the sweep crops and full B100
 STUDY_STEPS = [1, 2, 4]            # an arm's step sweep: the few-step end, where the claims are made
 COMPARED = ("direct_x4", "distilled_x4", "distilled_x4+decoder")
+TRAINED_BY = {"direct_x4": "train_direct", "distilled_x4": "distill_student",  # the stage each model comes from
+              "distilled_x4+decoder": "finetune_decoder"}
 CHECKPOINT_EVERY = 100
 METRICS = ("psnr", "ssim", "lpips")
 
@@ -252,7 +254,8 @@ def compared(frames: list[pd.DataFrame], tag: str | None = None) -> pd.DataFrame
 
 def judge_arms(cfg: dict) -> pd.DataFrame:
     """One verdict per (arm, variant, dataset, metric) at one step: "the arm beats the main run", paired on
-    (training seed, image): the replicated arms over the seeds both have, the others on seed 0."""
+    (training seed, image): the replicated arms over the seeds both have, the others on seed 0. Only the
+    models the arm trains again are judged: one it links is the main run's (or its seed arm's) own."""
     main = compared(seed_frames(cfg))
     if main is None:
         raise UserError(f"{run_dir(cfg, 'evaluate', 'per_image.csv')}: missing; run the main pipeline first")
@@ -263,7 +266,7 @@ def judge_arms(cfg: dict) -> pd.DataFrame:
             continue
         both = pd.concat([main, theirs], ignore_index=True)
         for dataset in sorted(theirs["dataset"].unique()):
-            pairs = [(v, v) for v in COMPARED]
+            pairs = [(v, v) for v in COMPARED if TRAINED_BY[v] in retrained(arm)]  # a reused model is the same
             if decoder_only(arm):  # also against the original decoder: does the arm's decoder help at all?
                 pairs.append(("distilled_x4+decoder", "distilled_x4"))
             verdicts += [claims.judge(both, f"{arm}: {settings(arm)}",

@@ -41,7 +41,6 @@ def to_markdown(onestep: pd.DataFrame, latents: pd.DataFrame, *, seeds: int) -> 
     return INTRO.format(seeds=seeds) + "\n\n" + "\n".join(lines) + "\n\n" + lat + "\n"
 
 
-
 # The study arms (yonos/study.py) that test alternatives to the one-step settings in force.
 ALTERNATIVES = ("zero_snr", "start_condition", "combined")
 JUDGED = ("direct_x4", "distilled_x4", "distilled_x4+decoder")  # the last is the final output

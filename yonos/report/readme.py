@@ -268,9 +268,7 @@ def render_study(claims: pd.DataFrame, budget: pd.DataFrame | None = None, ablat
     b100 = "(metric == 'psnr') and (dataset == 'b100') and (steps == 1)"
     if ablations is not None and not ablations.empty:
         rows = ablations.query(b100)
-        reused = rows[["low", "high"]].abs().max(axis=1) < 1e-4  # the arm reuses the model: 0 but float noise
-        rows = rows[rows["a"].str.startswith("distilled_x4+decoder@") & (rows["b"] == "distilled_x4+decoder")
-                    & ~reused]
+        rows = rows[rows["a"].str.startswith("distilled_x4+decoder@") & (rows["b"] == "distilled_x4+decoder")]
         said = [f"{r['a'].split('@', 1)[1]} ({r['seeds']} seed{'s' if r['seeds'] > 1 else ''}) {_diff(r)} "
                 f"({r['verdict']})" for r in rows.to_dict("records")]
         if said:
