@@ -88,6 +88,23 @@ def test_stages_depend_on_the_data_they_read(repo_root):
         assert f"runs/${{profile}}/scan_data/{digest}.json" in stages[stage]["deps"], stage
 
 
+def test_the_prior_and_stablesr_do_not_retrain_when_yonos_one_step_choices_change(repo_root, smoke_cfg):
+    """The prior and StableSR (which samples it frozen) run on SD's schedule whatever YONOS's own model choices
+    (zero-terminal SNR, prediction type, weighting, start): their stages list only the model keys they read, so
+    flipping a YONOS choice does not retrain them under `dvc repro`."""
+    from yonos.baselines.stablesr import make_ddpm_scheduler
+    from yonos.stages.train_prior import SCHEDULE, schedule
+
+    stages = yaml.safe_load((repo_root / "dvc.yaml").read_text())["stages"]
+    read = {f"${{profile}}.model.{k}" for k in ("unet", "null_text_tokens", *SCHEDULE)}
+    for stage in ("train_prior", "train_stablesr"):
+        model_keys = {p for p in stages[stage]["params"] if p.startswith("${profile}.model")}
+        assert model_keys == read, stage
+    zero_snr = {**smoke_cfg["model"], "rescale_betas_zero_snr": True, "prediction_type": "sample"}
+    assert schedule({"model": zero_snr}) == schedule(smoke_cfg)
+    assert float(make_ddpm_scheduler(zero_snr).alphas_cumprod[-1]) > 1e-3  # SD's alpha_T^2 ~ 0.0047, not 0
+
+
 def make_pairs(folder: Path, n: int = 2, seed: int = 0) -> None:
     g = torch.Generator().manual_seed(seed)
     for i in range(n):
