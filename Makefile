@@ -39,12 +39,11 @@ test-fast: setup
 # The study behind reports/claims/ (not part of `dvc repro`; run it after `make repro`): every arm beside the main
 # run, then the report. ~15-35 min per arm on 2 cores (decoder_control ~10), resumable: re-run to continue.
 # A Claim 1 replicate (<arm>_seed1) reuses the teacher of seed1, so the seed arms come first.
-CLAIM1_ARMS := claim1_s250 claim1_s1000 claim1_t1600 claim1_direct_scratch claim1_teacher_noise claim1_high_t \
+CLAIM1_ARMS := claim1_s250 claim1_s1000 claim1_t1600 claim1_direct_scratch claim1_same_noise claim1_uniform_t \
 	claim1_multistep
-STUDY_ARMS ?= seed1 seed2 prior prior_seed1 prior_seed2 zero_snr zero_snr_seed1 zero_snr_seed2 ema start_condition \
-	decoder_control combined combined_seed1 combined_seed2 $(CLAIM1_ARMS) $(addsuffix _seed1,$(CLAIM1_ARMS)) \
-	$(addsuffix _seed2,$(CLAIM1_ARMS)) chain_x8 \
-	ldmsr_budget5
+STUDY_ARMS ?= seed1 seed2 previous_default previous_default_seed1 previous_default_seed2 decoder_control \
+	base_schedule base_schedule_seed1 base_schedule_seed2 prior prior_seed1 prior_seed2 ema start_condition \
+	$(CLAIM1_ARMS) $(addsuffix _seed1,$(CLAIM1_ARMS)) $(addsuffix _seed2,$(CLAIM1_ARMS)) chain_x8 ldmsr_budget5
 study: setup
 	python -m yonos.study run $(STUDY_ARMS)
 	python -m yonos.study report

@@ -218,7 +218,7 @@ def test_params_give_the_ablation_the_students_budget(repo_root, profile):
     assert cfg["direct"]["init"] == "teacher" and cfg["direct"]["scale"] == cfg["distill"]["scales"][1]
 
 
-# --- Claim 1's mechanism checks (yonos/study.py: claim1_teacher_noise, claim1_high_t) ---------------------------
+# --- Claim 1's mechanism checks (yonos/study.py: claim1_same_noise, claim1_uniform_t) ---------------------------
 def test_uniform_draws_are_unchanged_and_the_options_only_add():
     """The main run's examples are what they were: the options draw after t and eps, or replace t's draw."""
     g = torch.Generator().manual_seed(7)

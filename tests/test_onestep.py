@@ -98,24 +98,30 @@ def _ablation(arm: str, model: str, diff: float, verdict: str, seeds: int = 3) -
 
 
 def test_the_choice_quotes_the_studys_evidence_and_says_what_is_in_force(smoke_cfg):
-    """The report's one-step choice quotes each alternative's arm against the main run from the study's
+    """The report's one-step choice quotes the study that chose the default (the previous default's study, its arm
+    study.PREVIOUS_CHOSEN) and each alternative's arm against the main run from the current study's
     ablations.csv, says whether its settings are in force, and names an alternative the evidence favours."""
     import pandas as pd
 
     from yonos import study
     from yonos.report.onestep import choice
 
-    cfg = study.apply(smoke_cfg, {"model.rescale_betas_zero_snr": False, "model.start": "noise"})
-    assert "have not been run" in choice(cfg, None)
-    ablations = pd.DataFrame([_ablation("zero_snr", "distilled_x4", 0.2, "reproduced"),
-                              _ablation("zero_snr", "distilled_x4+decoder", 0.04, "reproduced"),
+    cfg = study.apply(smoke_cfg, {"model.rescale_betas_zero_snr": True, "model.start": "noise",
+                                  "distill.teacher_noise": "independent", "distill.t_sampling": "high"})
+    assert "have not been run" in choice(cfg, None) and "Chosen on" not in choice(cfg, None)
+    assert "the teacher on independent noise, t sampled high" in choice(cfg, None)
+    previous = pd.DataFrame([_ablation(study.PREVIOUS_CHOSEN, "distilled_x4+decoder", 0.21, "reproduced")])
+    assert ("beat that default over 3 training seeds (arm − default, 95% intervals): distilled_x4+decoder "
+            "+0.21 dB [+0.18, +0.24]") in choice(cfg, None, previous)
+    ablations = pd.DataFrame([_ablation("base_schedule", "distilled_x4", 0.2, "reproduced"),
+                              _ablation("base_schedule", "distilled_x4+decoder", 0.04, "reproduced"),
                               _ablation("start_condition", "distilled_x4+decoder", 0.005, "inconclusive", seeds=1),
                               _ablation("ema", "distilled_x4+decoder", 0.5, "reproduced")])
     text = choice(cfg, ablations)
-    assert "`zero_snr` (model.rescale_betas_zero_snr=True; not in force; 3 seeds)" in text
+    assert "`base_schedule` (model.rescale_betas_zero_snr=False; not in force; 3 seeds)" in text
     assert "distilled_x4+decoder +0.04 dB [+0.01, +0.07]" in text and "1 seed)" in text
-    assert "favours `zero_snr`," in text and "ema" not in text  # only the one-step alternatives
-    text = choice(study.apply(cfg, study.ARMS["zero_snr"]), ablations)
-    assert "True; in force" in text and "favours" not in text
+    assert "favours `base_schedule` over" in text and "ema" not in text  # only the one-step alternatives
+    text = choice(study.apply(cfg, study.ARMS["base_schedule"]), ablations)
+    assert "False; in force" in text and "favours" not in text
     worse = ablations.assign(verdict="not reproduced")
     assert "favours" not in choice(cfg, worse) and "the final output worse" in choice(cfg, worse)

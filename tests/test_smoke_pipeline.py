@@ -181,21 +181,21 @@ def test_a_study_arm_is_judged_against_the_main_run(smoke_run):
     one = frame[(frame["claim"].str.startswith("1")) & (frame["metric"] == "psnr") & (frame["steps"] == 1)].iloc[0]
     seed0 = main[(main["variant"] == "distilled_x4") & (main["metric"] == "psnr") & (main["steps"] == 1)]
     assert one["mean_a"] == pytest.approx(seed0["value"].mean() - 0.5)  # the mean over both seeds
-    # A replicated arm (zero_snr, zero_snr_seed1) is judged against the main run seed by seed, and the claims
+    # A replicated arm (base_schedule, base_schedule_seed1) is judged against the main run seed by seed, and the claims
     # are judged again on its own seeds. Its scores: the main run's, +0.25 on the distilled model at seed 0
     # and +0.75 at seed 1 (so a pairing across seeds, 1 with 0, would show up in the mean difference).
-    for name, shift in (("zero_snr", 0.25), ("zero_snr_seed1", 0.75 + 1.0)):
+    for name, shift in (("base_schedule", 0.25), ("base_schedule_seed1", 0.75 + 1.0)):
         path = study.run_dir(study.arm_config(cfg, name), "evaluate", "per_image.csv")
         path.parent.mkdir(parents=True)
         arm = pd.read_csv(study.run_dir(cfg, "evaluate", "per_image.csv"))
         arm.loc[arm["variant"] == "distilled_x4", "value"] += shift
         arm.to_csv(path, index=False)
     arms = study.judge_arms(cfg)
-    zero = arms[(arms["a"] == "distilled_x4@zero_snr") & (arms["metric"] == "psnr")].iloc[0]
+    zero = arms[(arms["a"] == "distilled_x4@base_schedule") & (arms["metric"] == "psnr")].iloc[0]
     assert zero["seeds"] == 2 and zero["diff"] == pytest.approx(0.5)  # (0.25 + 0.75) / 2, paired per seed
-    under = study.claims_over_seeds(cfg, "zero_snr")
+    under = study.claims_over_seeds(cfg, "base_schedule")
     assert (under["seeds"] == 2).all()
     assert study.seed_frames(cfg, "start_condition") == []  # an arm not run
     text = study.write_report(cfg, Path(cfg["run_root"]) / "claims").read_text()
-    assert "## The paper's claims under arm `zero_snr` (model.rescale_betas_zero_snr=True)" in text
+    assert "## The paper's claims under arm `base_schedule` (model.rescale_betas_zero_snr=False)" in text
     assert (Path(cfg["run_root"]) / "claims" / "claims_by_arm.csv").is_file()

@@ -40,8 +40,8 @@ def test_a_student_budget_arm_retrains_student_and_direct_on_the_main_teacher(cf
     assert study.reused("seed1") == () and study.reused("ldmsr_budget5") == ()
     assert study.reused("claim1_direct_scratch") == ("train_teacher", "distill_student", "finetune_decoder")
     assert study.decoder_only("decoder_control") and not study.decoder_only("claim1_direct_scratch")
-    assert study.reused("claim1_teacher_noise") == ("train_teacher", "train_direct")
-    assert study.reused("claim1_high_t") == ("train_teacher",)
+    assert study.reused("claim1_same_noise") == ("train_teacher", "train_direct")
+    assert study.reused("claim1_uniform_t") == ("train_teacher",)
     arm = study.arm_config(cfg, "claim1_s1000")
     assert (arm["distill"]["steps"], arm["direct"]["steps"], arm["teacher"]["steps"]) == (1000, 1000, 800)
     assert cfg["distill"]["steps"] == 500  # the main run's params are not touched
@@ -139,13 +139,39 @@ def test_an_arms_wall_time_counts_only_the_stages_it_ran(cfg):
 
 
 def test_an_arm_is_judged_only_on_the_models_it_trains_again(cfg):
-    """claim1_teacher_noise retrains the student and the decoder and links the main run's direct model: the
+    """claim1_same_noise retrains the student and the decoder and links the main run's direct model: the
     linked model is the same one, so it gets no verdict against itself."""
     rows = [dict(variant=v, dataset="b100", steps=1, metric="psnr", value=25.0 + i / 10, id=f"img{i}")
             for v in study.COMPARED for i in range(8)]
     for path in (run_dir(cfg, "evaluate", "per_image.csv"),
-                 run_dir(study.arm_config(cfg, "claim1_teacher_noise"), "evaluate", "per_image.csv")):
+                 run_dir(study.arm_config(cfg, "claim1_same_noise"), "evaluate", "per_image.csv")):
         path.parent.mkdir(parents=True, exist_ok=True)
         pd.DataFrame(rows).to_csv(path, index=False)
     judged = set(study.judge_arms(cfg)["b"])
     assert judged == {"distilled_x4", "distilled_x4+decoder"}
+
+
+def test_every_arm_changes_the_params_it_is_run_on(cfg):
+    """An arm whose overrides the params already hold is the main run again under another name (as arm `combined`
+    became when the one-step default was switched to its settings)."""
+    for arm in study.ARMS:
+        assert study.identity(study.arm_config(cfg, arm)) != study.identity(cfg), arm
+
+
+def test_an_arm_made_under_other_params_is_left_out_and_named(cfg):
+    """After params.yaml changes (a default switched), an arm's old runs would be paired with a main run made
+    under other settings: the study leaves them out and names them, until they are run again."""
+    from yonos.config import save_resolved
+
+    rows = [dict(variant=v, dataset="b100", steps=1, metric="psnr", value=25.0 + i / 10, id=f"img{i}")
+            for v in study.COMPARED for i in range(8)]
+    arm = study.arm_config(cfg, "ema")
+    for path in (run_dir(cfg, "evaluate", "per_image.csv"), run_dir(arm, "evaluate", "per_image.csv")):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        pd.DataFrame(rows).to_csv(path, index=False)
+    save_resolved(run_dir(arm, "evaluate"), arm, "evaluate")
+    assert len(study.seed_frames(cfg, "ema")) == 1 and study.stale_arms(cfg) == []
+    resumed = study.apply(cfg, {"train.checkpoint_every": 7})  # how often it saves is not what it trains
+    assert study.stale_arms(resumed) == []
+    switched = study.apply(cfg, {"model.rescale_betas_zero_snr": not cfg["model"]["rescale_betas_zero_snr"]})
+    assert study.stale_arms(switched) == ["ema"] and study.seed_frames(switched, "ema") == []

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import json
 import sys
 from pathlib import Path
 
@@ -36,16 +37,17 @@ from yonos.stages._common import run_stage
 SEED_ARMS = {"seed1": 1, "seed2": 2}  # training seeds (init and example stream); the main run is seed 0
 BASE_ARMS: dict[str, dict] = {
     "ema": {"train.ema_decay": 0.999},                       # issue 8 item 6: does EMA help one step?
-    "zero_snr": {"model.rescale_betas_zero_snr": True},      # alpha_999 = 0: training at t = T sees pure noise
     "start_condition": {"model.start": "condition"},         # DDIM from alpha_T z_l + sigma_T eps
     "prior": {"teacher.init": "prior"},                      # the teacher fine-tunes the pinned prior, as the paper SD
     # Claim 2's control: the decoder gets the same extra steps on E(HR), not on one-step latents. If the
     # paper's decoder beats it, the gain comes from the one-step latents, not from more decoder training.
     "decoder_control": {"decoder.latents": "autoencoder"},
-    # The options that each lifted the final one-step output over the main run's (zero-SNR, the teacher's
-    # independent noise, high-t sampling), together: do they add up towards issue 8's +0.5 dB target?
-    "combined": {"model.rescale_betas_zero_snr": True, "distill.teacher_noise": "independent",
-                 "distill.t_sampling": "high", "direct.t_sampling": "high"},
+    # The one-step default (params.yaml [choice]) taken apart: without zero-terminal SNR, and the previous default
+    # (SD's schedule, the teacher on the student's noise, t uniform), whose own study (reports/claims/
+    # previous_default/) found these three options together (its arm `combined`) best at one step.
+    "base_schedule": {"model.rescale_betas_zero_snr": False},
+    "previous_default": {"model.rescale_betas_zero_snr": False, "distill.teacher_noise": "same",
+                         "distill.t_sampling": "uniform", "direct.t_sampling": "uniform"},
 }
 # Claim 1 against the budget: the student's and the direct model's optimiser steps (equal for both, so only
 # the target differs) over 4x around the main run's 500, and the teacher at twice its 800 steps. Judged as
@@ -57,13 +59,14 @@ CLAIM1_ARMS: dict[str, dict] = {
 }
 # Claim 1's mechanism checks (yonos.train.draw_noise, distillation_loss), each judged within its own run:
 # - the direct model from scratch, the paper's baseline (the main run starts it from the teacher, as the student);
-# - the teacher given independent noise: does the student gain by copying the teacher's z_t-specific errors?
-# - student and direct trained with t over-sampled at the high end, where the one step starts;
+# - the teacher on the student's own noisy latent (the default gives it independent noise): does the student
+#   gain by copying the teacher's z_t-specific errors?
+# - student and direct trained with t uniform (the default over-samples the high end, where the one step starts);
 # - the teacher's target at t >= 500 its own 4-step DDIM sample from z_t, not its one-step (mean) prediction.
 CLAIM1_MECHANISM: dict[str, dict] = {
     "claim1_direct_scratch": {"direct.init": "scratch"},
-    "claim1_teacher_noise": {"distill.teacher_noise": "independent"},
-    "claim1_high_t": {"distill.t_sampling": "high", "direct.t_sampling": "high"},
+    "claim1_same_noise": {"distill.teacher_noise": "same"},
+    "claim1_uniform_t": {"distill.t_sampling": "uniform", "direct.t_sampling": "uniform"},
     "claim1_multistep": {"distill.target_steps": 4, "distill.target_from_t": 500},
 }
 # The x2 -> x4 -> x8 chain (issue 7): the x4 student distilled on to x8, each link scored on full B100 images at
@@ -75,7 +78,7 @@ CHAIN_SETS = ("b100",)
 # Arms replicated over the training seeds (<arm>_seed1, <arm>_seed2): judged against the main run's seeds
 # pair by pair, and the paper's claims again under the arm's settings. A Claim 1 arm's gap is judged over
 # the seeds it has (claim1_budget).
-REPLICATED = ("prior", "zero_snr", "combined")
+REPLICATED = ("prior", "base_schedule", "previous_default")
 _BASE = {**BASE_ARMS, **CLAIM1_ARMS, **CLAIM1_MECHANISM, **CHAIN_ARMS}
 ARMS: dict[str, dict] = {
     **_BASE,
@@ -96,6 +99,12 @@ COMPARED = ("direct_x4", "distilled_x4", "distilled_x4+decoder")
 TRAINED_BY = {"direct_x4": "train_direct", "distilled_x4": "distill_student",  # the stage each model comes from
               "distilled_x4+decoder": "finetune_decoder"}
 CHECKPOINT_EVERY = 100
+# The study as run under the previous one-step default (before params.yaml switched to zero-terminal SNR, the
+# teacher's independent noise and high-t sampling on its evidence), kept beside the current one in reports/claims/.
+PREVIOUS = Path("previous_default")
+PREVIOUS_CHOSEN = "combined"  # its arm that became the default, with these settings
+PREVIOUS_SETTINGS = ("model.rescale_betas_zero_snr=True", "distill.teacher_noise=independent",
+                     "distill.t_sampling=high", "direct.t_sampling=high")
 METRICS = ("psnr", "ssim", "lpips")
 
 
@@ -208,10 +217,33 @@ def link_shared(cfg: dict, arm_cfg: dict, arm: str) -> None:
             here.symlink_to(main, target_is_directory=True)
 
 
-def run_arm(cfg: dict, arm: str) -> None:
+# The params an arm's runs depend on. A run whose resolved_config.json records other values for them (made before
+# params.yaml changed, e.g. before a default was switched) is stale: left out of the report, named there.
+IDENTITY = ("seed", "data", "degradation", "autoencoder", "model", "train", "teacher", "distill", "direct", "decoder")
+
+
+def identity(cfg: dict) -> dict:
+    out = {key: cfg.get(key) for key in IDENTITY}
+    out["train"] = {k: v for k, v in (out["train"] or {}).items() if k != "checkpoint_every"}  # resuming only
+    return json.loads(json.dumps(out))  # tuples as lists, as the recorded JSON holds them
+
+
+def stale(cfg: dict, arm: str) -> bool:
+    """Whether a stage the arm ran itself recorded other settings than the current params give the arm."""
+    acfg = arm_config(cfg, arm)
+    want = identity(acfg)
+    for stage in (*own_shared(arm), *retrained(arm), "evaluate"):
+        path = run_dir(acfg, stage, "resolved_config.json")
+        if path.is_file() and not path.parent.is_symlink() and identity(json.loads(path.read_text())["config"]) != want:
+            return True
+    return False
+
+
+def run_arm(cfg: dict, arm: str, *, fresh: bool = False) -> None:
+    """Train and score one arm; `fresh` discards its saved trainer states (a stale arm's, made under other params)."""
     import importlib
 
-    acfg = arm_config(cfg, arm)
+    acfg = {**arm_config(cfg, arm), "fresh": fresh}
     link_shared(cfg, acfg, arm)
     if arm in BUDGET_ARMS:
         from yonos.stages.evaluate_baseline import run_method, stage_name
@@ -238,9 +270,15 @@ def seed_frames(cfg: dict, arm: str | None = None) -> list[pd.DataFrame]:
         if name is not None and name not in ARMS:
             continue  # an arm without replicates
         path = run_dir(cfg if name is None else arm_config(cfg, name), "evaluate", "per_image.csv")
-        if path.is_file():
+        if path.is_file() and (name is None or not stale(cfg, name)):
             frames.append(pd.read_csv(path).assign(seed=seed))
     return frames
+
+
+def stale_arms(cfg: dict) -> list[str]:
+    """The arms whose runs were made under other params (left out of every table)."""
+    return [arm for arm in ARMS if run_dir(arm_config(cfg, arm), "evaluate", "per_image.csv").is_file()
+            and stale(cfg, arm)]
 
 
 def compared(frames: list[pd.DataFrame], tag: str | None = None) -> pd.DataFrame | None:
@@ -403,7 +441,7 @@ def time_table(seconds: dict[str, dict[str, float]]) -> str:
 
 def write_report(cfg: dict, out: str | Path = "reports/claims") -> Path:
     out = Path(out)
-    seeds, arms = claims_over_seeds(cfg), judge_arms(cfg)
+    seeds, arms, stale = claims_over_seeds(cfg), judge_arms(cfg), stale_arms(cfg)
     under = {arm: claims_over_seeds(cfg, arm) for arm in REPLICATED if len(seed_frames(cfg, arm)) > 1}
     under_csv = pd.concat([f.assign(arm=arm) for arm, f in under.items()], ignore_index=True) if under else None
     for name, frame in (("claims.csv", seeds), ("ablations.csv", arms), ("claims_by_arm.csv", under_csv)):
@@ -415,7 +453,11 @@ def write_report(cfg: dict, out: str | Path = "reports/claims") -> Path:
             "Generated by `python -m yonos.study report` from the main run (`dvc repro`) and the arms trained by "
             "`python -m yonos.study run ARM` ([yonos/study.py](../../yonos/study.py)); not part of `dvc repro`. "
             "Every arm retrains every U-Net stage from the main run's data, autoencoder and latent bank.\n\n"
-            "## The paper's claims over training seeds\n\n"
+            + (f"Left out, made under other params than the current ones (redo them with `python -m yonos.study run "
+               f"--fresh ARM`): {', '.join(f'`{a}`' for a in stale)}.\n\n" if stale else "")
+            + (f"The study run under the previous one-step default, which chose the current one: [{PREVIOUS.name}/]"
+               f"({PREVIOUS.name}/README.md).\n\n" if (out / PREVIOUS.name / "README.md").is_file() else "")
+            + "## The paper's claims over training seeds\n\n"
             f"{n} training seed{'s' if n > 1 else ''} (the main run is seed 0; `seed1`, `seed2` change the U-Net "
             "initialisation and the example stream). Paired per-image differences A − B; the 95% interval "
             "resamples seeds and, within each, images ([yonos/report/claims.py](../../yonos/report/claims.py)). "
@@ -497,6 +539,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("arms", nargs="*", help=f"run: arms to train ({', '.join([*ARMS, *BUDGET_ARMS])})")
     parser.add_argument("--profile", default=None)
     parser.add_argument("--params", default="params.yaml")
+    parser.add_argument("--fresh", action="store_true",
+                        help="run: discard the arms' saved trainer states (needed for an arm made under other params)")
     args = parser.parse_args(argv)
     try:
         cfg = load_params(args.params, args.profile)
@@ -506,7 +550,7 @@ def main(argv: list[str] | None = None) -> int:
             for arm in args.arms:
                 arm_config(cfg, arm)  # every name checked before any work
             for arm in args.arms:
-                run_arm(cfg, arm)
+                run_arm(cfg, arm, fresh=args.fresh)
         else:
             print(f"[study] wrote {write_report(cfg)}", file=sys.stderr)
     except UserError as exc:

@@ -42,25 +42,42 @@ def to_markdown(onestep: pd.DataFrame, latents: pd.DataFrame, *, seeds: int) -> 
 
 
 # The study arms (yonos/study.py) that test alternatives to the one-step settings in force.
-ALTERNATIVES = ("zero_snr", "start_condition", "combined")
+ALTERNATIVES = ("base_schedule", "previous_default", "start_condition")
 JUDGED = ("direct_x4", "distilled_x4", "distilled_x4+decoder")  # the last is the final output
 READING = {"reproduced": "better than the settings in force", "not reproduced": "worse",
            "inconclusive": "no difference shown"}
 
 
-def choice(cfg: dict, ablations: pd.DataFrame | None) -> str:
-    """The one-step settings in force (the profile's `model`) and the study's evidence on each alternative:
-    the arm's models against the main run's, PSNR-Y on B100 at one step (the study's ablations.csv, or None
-    when the study has not been run)."""
+def _diffs(rows: pd.DataFrame) -> str:
+    return ", ".join(f"{r['b']} {r['diff']:+.2f} dB [{r['low']:+.2f}, {r['high']:+.2f}]" for r in rows.to_dict("records"))
+
+
+def _arm_rows(ablations: pd.DataFrame | None, arm: str) -> pd.DataFrame:
+    """An arm's JUDGED rows against the main run: PSNR-Y on B100 at one step."""
+    if ablations is None:
+        return pd.DataFrame(columns=["a", "b"])
+    rows = ablations.query("dataset == 'b100' and metric == 'psnr' and steps == 1")
+    return rows[rows["b"].isin(JUDGED) & (rows["a"] == rows["b"] + f"@{arm}")]
+
+
+def choice(cfg: dict, ablations: pd.DataFrame | None, previous: pd.DataFrame | None = None) -> str:
+    """The one-step settings in force (the profile's `model`, `distill`, `direct`) and the evidence: the study run
+    under the previous default (`previous`, its ablations.csv), whose arm study.PREVIOUS_CHOSEN became the
+    default, and the current study's arms that take the default apart (`ablations`); PSNR-Y on B100 at one step."""
     model = cfg["model"]
     schedule = "zero-terminal SNR" if model.get("rescale_betas_zero_snr") else "the base schedule (α_T > 0)"
-    text = (f"**Choice** (params.yaml `model`, tagged [choice]): {model['prediction_type']}, {schedule}, one step "
-            f"from start = {model.get('start', 'noise')}.")
-    rows = (ablations.query("dataset == 'b100' and metric == 'psnr' and steps == 1") if ablations is not None
-            else pd.DataFrame(columns=["a", "b"]))
+    text = (f"**Choice** (params.yaml, tagged [choice]): {model['prediction_type']}, {schedule}, the teacher on "
+            f"{cfg['distill'].get('teacher_noise', 'same')} noise, t sampled {cfg['distill'].get('t_sampling', 'uniform')}"
+            f", one step from start = {model.get('start', 'noise')}.")
+    chosen = _arm_rows(previous, study.PREVIOUS_CHOSEN)
+    if len(chosen):
+        n = int(chosen["seeds"].max())
+        text += (f" Chosen on the study run under the previous default ({study.PREVIOUS}/ in the study's folder), "
+                 f"where arm `{study.PREVIOUS_CHOSEN}` ({', '.join(study.PREVIOUS_SETTINGS)}) beat that default over "
+                 f"{n} training seed{'s' if n > 1 else ''} (arm − default, 95% intervals): {_diffs(chosen)}.")
     said, favoured = [], []
     for arm in ALTERNATIVES:
-        mine = rows[rows["b"].isin(JUDGED) & (rows["a"] == rows["b"] + f"@{arm}")]
+        mine = _arm_rows(ablations, arm)
         final = mine[mine["b"] == JUDGED[-1]]
         if final.empty:
             continue
@@ -69,15 +86,11 @@ def choice(cfg: dict, ablations: pd.DataFrame | None) -> str:
         favoured += [arm] if verdict == "reproduced" and not in_force else []
         n = int(mine["seeds"].max())
         said.append(f"`{arm}` ({study.settings(arm)}; {'in force' if in_force else 'not in force'}; {n} seed"
-                    f"{'s' if n > 1 else ''}): " + ", ".join(f"{r['b']} {r['diff']:+.2f} dB [{r['low']:+.2f}, "
-                                                          f"{r['high']:+.2f}]" for r in mine.to_dict("records"))
-                    + f"; the final output {READING.get(verdict, verdict)}")
+                    f"{'s' if n > 1 else ''}): {_diffs(mine)}; the final output {READING.get(verdict, verdict)}")
     if not said:
         return text + f" The study arms that test the alternatives ({', '.join(ALTERNATIVES)}) have not been run."
     text += (" The study's arms against the main run (B100, PSNR-Y, one step, arm − main, 95% intervals; "
              "the study's ablations.csv): " + "; ".join(said) + ".")
     if favoured:
-        text += (f" The evidence favours {' and '.join(f'`{a}`' for a in favoured)}, not the default yet: switching "
-                 "retrains every U-Net stage and every study arm (params.yaml's [choice] note says where this "
-                 "stands).")
+        text += f" The evidence favours {' and '.join(f'`{a}`' for a in favoured)} over the settings in force."
     return text

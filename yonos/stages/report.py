@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from yonos import study
 from yonos.config import report_dir, run_dir
 from yonos.data.eval_sets import EVAL_SETS
 from yonos.io import atomic_path, write_json, write_text
@@ -107,10 +108,10 @@ def write_onestep(cfg: dict, out: Path) -> str | None:
         return None
     text = onestep.to_markdown(pd.read_csv(folder / "onestep.csv"), pd.read_csv(folder / "latents.csv"),
                                seeds=int((cfg.get("diagnose") or {}).get("seeds", 8)))
-    study = cfg["report"].get("study")  # the study's report folder (yonos/study.py): evidence on the choice
-    ablations = Path(study, "ablations.csv") if study else None
-    found = pd.read_csv(ablations) if ablations and ablations.is_file() else None
-    text += "\n" + onestep.choice(cfg, found) + "\n"
+    claims_dir = cfg["report"].get("study")  # the study's report folder (yonos/study.py): evidence on the choice
+    found = [Path(claims_dir, *sub, "ablations.csv") if claims_dir else None for sub in ((), (str(study.PREVIOUS),))]
+    current, previous = (pd.read_csv(path) if path and path.is_file() else None for path in found)
+    text += "\n" + onestep.choice(cfg, current, previous) + "\n"
     write_text(out / "tables" / "onestep.md", "# One-step regime\n\n" + text)
     return text
 
