@@ -49,7 +49,8 @@ READING = {"reproduced": "better than the settings in force", "not reproduced": 
 
 
 def _diffs(rows: pd.DataFrame) -> str:
-    return ", ".join(f"{r['b']} {r['diff']:+.2f} dB [{r['low']:+.2f}, {r['high']:+.2f}]" for r in rows.to_dict("records"))
+    return ", ".join(f"{r['b']} {r['diff']:+.2f} dB [{r['low']:+.2f}, {r['high']:+.2f}]"
+                     for r in rows.to_dict("records"))
 
 
 def _arm_rows(ablations: pd.DataFrame | None, arm: str) -> pd.DataFrame:
@@ -66,9 +67,10 @@ def choice(cfg: dict, ablations: pd.DataFrame | None, previous: pd.DataFrame | N
     default, and the current study's arms that take the default apart (`ablations`); PSNR-Y on B100 at one step."""
     model = cfg["model"]
     schedule = "zero-terminal SNR" if model.get("rescale_betas_zero_snr") else "the base schedule (α_T > 0)"
+    distill = cfg["distill"]
     text = (f"**Choice** (params.yaml, tagged [choice]): {model['prediction_type']}, {schedule}, the teacher on "
-            f"{cfg['distill'].get('teacher_noise', 'same')} noise, t sampled {cfg['distill'].get('t_sampling', 'uniform')}"
-            f", one step from start = {model.get('start', 'noise')}.")
+            f"{distill.get('teacher_noise', 'same')} noise, t sampled {distill.get('t_sampling', 'uniform')}, one step "
+            f"from start = {model.get('start', 'noise')}.")
     chosen = _arm_rows(previous, study.PREVIOUS_CHOSEN)
     if len(chosen):
         n = int(chosen["seeds"].max())
