@@ -237,7 +237,7 @@ def stale(cfg: dict, arm: str) -> bool:
     want = identity(acfg)
     for stage in (*own_shared(arm), *retrained(arm), "evaluate"):
         path = run_dir(acfg, stage, "resolved_config.json")
-        if path.is_file() and not path.parent.is_symlink() and identity(json.loads(path.read_text())["config"]) != want:
+        if path.is_file() and identity(json.loads(path.read_text())["config"]) != want:
             return True
     return False
 
@@ -444,7 +444,7 @@ def time_table(seconds: dict[str, dict[str, float]]) -> str:
 
 def write_report(cfg: dict, out: str | Path = "reports/claims") -> Path:
     out = Path(out)
-    seeds, arms, stale = claims_over_seeds(cfg), judge_arms(cfg), stale_arms(cfg)
+    seeds, arms, left_out = claims_over_seeds(cfg), judge_arms(cfg), stale_arms(cfg)
     under = {arm: claims_over_seeds(cfg, arm) for arm in REPLICATED if len(seed_frames(cfg, arm)) > 1}
     under_csv = pd.concat([f.assign(arm=arm) for arm, f in under.items()], ignore_index=True) if under else None
     for name, frame in (("claims.csv", seeds), ("ablations.csv", arms), ("claims_by_arm.csv", under_csv)):
@@ -457,7 +457,7 @@ def write_report(cfg: dict, out: str | Path = "reports/claims") -> Path:
             "`python -m yonos.study run ARM` ([yonos/study.py](../../yonos/study.py)); not part of `dvc repro`. "
             "Every arm retrains every U-Net stage from the main run's data, autoencoder and latent bank.\n\n"
             + (f"Left out, made under other params than the current ones (redo them with `python -m yonos.study run "
-               f"--fresh ARM`): {', '.join(f'`{a}`' for a in stale)}.\n\n" if stale else "")
+               f"--fresh ARM`): {', '.join(f'`{a}`' for a in left_out)}.\n\n" if left_out else "")
             + (f"The study run under the previous one-step default, which chose the current one: [{PREVIOUS.name}/]"
                f"({PREVIOUS.name}/README.md).\n\n" if (out / PREVIOUS.name / "README.md").is_file() else "")
             + "## The paper's claims over training seeds\n\n"
