@@ -101,7 +101,8 @@ def judge(per_image: pd.DataFrame, claim: str, *, dataset: str, metric: str, ste
 
 
 def to_frame(verdicts: list[Verdict]) -> pd.DataFrame:
-    return pd.DataFrame([v.__dict__ for v in verdicts if v is not None])
+    """One row per verdict; with its columns even when there is none, so its CSV reads back."""
+    return pd.DataFrame([v.__dict__ for v in verdicts if v is not None], columns=list(Verdict.__dataclass_fields__))
 
 
 def to_markdown(frame: pd.DataFrame) -> str:
