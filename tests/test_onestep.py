@@ -110,9 +110,11 @@ def test_the_choice_quotes_the_studys_evidence_and_says_what_is_in_force(smoke_c
                                   "distill.teacher_noise": "independent", "distill.t_sampling": "high"})
     assert "have not been run" in choice(cfg, None) and "Chosen on" not in choice(cfg, None)
     assert "the teacher on independent noise, t sampled high" in choice(cfg, None)
-    previous = pd.DataFrame([_ablation(study.PREVIOUS_CHOSEN, "distilled_x4+decoder", 0.21, "reproduced")])
-    assert ("beat that default over 3 training seeds (arm − default, 95% intervals): distilled_x4+decoder "
-            "+0.21 dB [+0.18, +0.24]") in choice(cfg, None, previous)
+    previous = pd.DataFrame([{**_ablation(study.PREVIOUS_CHOSEN, "distilled_x4+decoder", 0.21, "reproduced"),
+                              "claim": f"{study.PREVIOUS_CHOSEN}: model.rescale_betas_zero_snr=True"}])
+    assert (f"`{study.PREVIOUS_CHOSEN}` (model.rescale_betas_zero_snr=True) beat that default over 3 training seeds "
+            "(arm − default, 95% intervals): distilled_x4+decoder +0.21 dB [+0.18, +0.24]") in choice(cfg, None,
+                                                                                                      previous)
     ablations = pd.DataFrame([_ablation("base_schedule", "distilled_x4", 0.2, "reproduced"),
                               _ablation("base_schedule", "distilled_x4+decoder", 0.04, "reproduced"),
                               _ablation("start_condition", "distilled_x4+decoder", 0.005, "inconclusive", seeds=1),

@@ -73,9 +73,9 @@ def choice(cfg: dict, ablations: pd.DataFrame | None, previous: pd.DataFrame | N
             f"from start = {model.get('start', 'noise')}.")
     chosen = _arm_rows(previous, study.PREVIOUS_CHOSEN)
     if len(chosen):
-        n = int(chosen["seeds"].max())
+        n, settings = int(chosen["seeds"].max()), chosen["claim"].iloc[0].split(": ", 1)[-1]  # "arm: k=v, ..."
         text += (f" Chosen on the study run under the previous default ({study.PREVIOUS}/ in the study's folder), "
-                 f"where arm `{study.PREVIOUS_CHOSEN}` ({', '.join(study.PREVIOUS_SETTINGS)}) beat that default over "
+                 f"where arm `{study.PREVIOUS_CHOSEN}` ({settings}) beat that default over "
                  f"{n} training seed{'s' if n > 1 else ''} (arm − default, 95% intervals): {_diffs(chosen)}.")
     said, favoured = [], []
     for arm in ALTERNATIVES:
