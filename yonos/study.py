@@ -141,11 +141,16 @@ def arm_config(cfg: dict, arm: str) -> dict:
     if arm in BUDGET_ARMS:
         return out  # the baseline's own evaluate stage, with the main run's sets and step sweep
     names = CHAIN_SETS if arm in CHAIN_ARMS else STUDY_SETS
-    sets = [e for e in out["evaluate"]["sets"] if (e if isinstance(e, str) else e["name"]) in names]
+    # Only the metrics the study judges: the no-reference and DISTS scores cost over half an arm's evaluation on
+    # CPU and no verdict reads them (the main run's report has them). A metric's per-image value does not depend
+    # on which others are scored, so arms scored before this are paired with later ones unchanged.
+    sets = [e if isinstance(e, str) else {**e, "metrics": [m for m in e.get("metrics", METRICS) if m in METRICS]}
+            for e in out["evaluate"]["sets"] if (e if isinstance(e, str) else e["name"]) in names]
     keep = ("distilled_x4+decoder",) if decoder_only(arm) else (*COMPARED, "bicubic")
     variants = (chain_variants(out) if arm in CHAIN_ARMS
                 else {k: v for k, v in out["evaluate"]["variants"].items() if k in keep})
-    out["evaluate"] = {**out["evaluate"], "sets": sets, "steps": STUDY_STEPS, "variants": variants}
+    metrics = [m for m in out["evaluate"]["metrics"] if m in METRICS]
+    out["evaluate"] = {**out["evaluate"], "sets": sets, "steps": STUDY_STEPS, "metrics": metrics, "variants": variants}
     return out
 
 
