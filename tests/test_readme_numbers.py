@@ -196,11 +196,14 @@ def test_the_study_block_quotes_the_study_over_seeds(tmp_path):
                            "verdict": "not reproduced"}])
     by_arm = pd.DataFrame([{**row, "claim": "target: beats bicubic", "a": "distilled_x4+decoder", "b": "bicubic",
                             "arm": "combined", "diff": 0.18, "low": 0.11, "high": 0.25, "verdict": "reproduced"},
-                           {**row, "arm": "combined"}])
+                           {**row, "arm": "combined"},
+                           {**row, "claim": "target: beats bicubic", "a": "distilled_x4+decoder", "b": "bicubic",
+                            "arm": "longest", "seeds": 1, "diff": 0.5, "low": 0.4, "high": 0.6,
+                            "verdict": "reproduced"}])
     text = flat(readme.render_study(study_claims(), budget, ablations, chain, by_arm))
     assert "against the main run's** (B100, one step, arm − main): zero_snr (3 seeds) +0.04 dB [+0.01, +0.07]" in text
-    assert ("under each arm run over seeds** (B100, one step): combined (3 seeds) +0.18 dB [+0.11, +0.25] "
-            "(reproduced).") in text
+    assert ("under each arm judged on its own runs** (B100, one step): combined (3 seeds) +0.18 dB [+0.11, +0.25] "
+            "(reproduced); longest (1 seed) +0.50 dB [+0.40, +0.60] (reproduced).") in text
     assert "+0.30" not in text  # not the final output
     assert "teacher_x2 − bicubic_x2 -1.85 dB [-2.09, -1.63] (not reproduced)" in text
     # README with both blocks: the study block is regenerated from the CSV its marker names, and checked

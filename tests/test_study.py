@@ -70,6 +70,18 @@ def test_claim1_budget_judges_distilled_against_direct_within_each_run(cfg, tmp_
     assert "| claim1_s1000 (teacher 800, student 1000, direct from teacher) | b100 |" in text
 
 
+def test_a_budget_arm_is_judged_on_the_claims_at_one_seed_a_replicated_arm_only_with_a_replicate(cfg, tmp_path):
+    write_scores(run_dir(cfg, "evaluate", "per_image.csv"), gap=-0.2)
+    for arm in ("longest", "base_schedule"):
+        write_scores(run_dir(study.arm_config(cfg, arm), "evaluate", "per_image.csv"), gap=+0.3, seed=1)
+    text = study.write_report(cfg, tmp_path / "claims").read_text()
+    assert "## The paper's claims under arm `longest` (teacher.steps=3200" in text
+    assert "1 training seed (`longest` has no replicates; intervals over images only)" in text
+    assert "claims under arm `base_schedule`" not in text  # one seed of a replicated arm: the ablation row only
+    by_arm = pd.read_csv(tmp_path / "claims" / "claims_by_arm.csv")
+    assert set(by_arm["arm"]) == {"longest"} and (by_arm["seeds"] == 1).all()
+
+
 def test_a_replicate_arm_takes_the_stages_it_leaves_alone_from_its_seed_arm(cfg, tmp_path):
     """claim1_s250_seed1 retrains what claim1_s250 does; its teacher is seed1's, trained under the same seed."""
     assert study.seed_source("claim1_s250_seed1") == "seed1" and study.seed_source("seed1") is None

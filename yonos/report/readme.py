@@ -276,10 +276,10 @@ def render_study(claims: pd.DataFrame, budget: pd.DataFrame | None = None, ablat
                          + "; ".join(said) + ".")
     if by_arm is not None and not by_arm.empty:
         rows = by_arm.query(b100)
-        said = [f"{r['arm']} ({r['seeds']} seeds) {_diff(r)} ({r['verdict']})"
+        said = [f"{r['arm']} ({r['seeds']} seed{'s' if r['seeds'] > 1 else ''}) {_diff(r)} ({r['verdict']})"
                 for r in rows[rows["claim"].str.startswith("target")].to_dict("records")]
         if said:
-            lines.append("- **distilled + decoder − bicubic under each arm run over seeds** (B100, one step): "
+            lines.append("- **distilled + decoder − bicubic under each arm judged on its own runs** (B100, one step): "
                          + "; ".join(said) + ".")
     if chain is not None and not chain.empty:
         said = [f"{r['a']} − {r['b']} {_diff(r)} ({r['verdict']})" for r in chain.query(b100).to_dict("records")]
