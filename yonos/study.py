@@ -7,8 +7,8 @@ An arm is a set of params overrides (ARMS; dotted keys as `dvc exp run -S` takes
 main run's data, autoencoder and latent bank (runs/<profile>/{scan_data, prepare_data, train_autoencoder,
 encode_latents}: linked, never written), trains the U-Net stages again under runs/study/<arm>/<profile>/
 (teacher, student, direct, decoder; those whose settings the arm leaves alone are linked: `reused`, from the
-main run, or for a replicate <arm>_seedN from the seed arm seedN), scores them on the profile's STUDY_SETS in
-the METRICS its verdicts read, and runs diagnose_onestep. The chain arm (chain_x8) distils on to x8 and scores
+main run, or for a replicate <arm>_seedN from the seed arm seedN), evaluates them on the profile's STUDY_SETS
+and runs diagnose_onestep. The chain arm (chain_x8) distils on to x8 and scores
 each link on B100 only. The main run (`dvc repro`) must have finished first. `report` pairs each arm's per-image
 scores with the main run's on the same images and noise seeds and judges "arm beats main" with the bootstrap of
 yonos/report/claims.py; the seed arms and the main run (seed 0) together give the paper's claims (report.claims)
@@ -147,16 +147,11 @@ def arm_config(cfg: dict, arm: str) -> dict:
     if arm in BUDGET_ARMS:
         return out  # the baseline's own evaluate stage, with the main run's sets and step sweep
     names = CHAIN_SETS if arm in CHAIN_ARMS else STUDY_SETS
-    # Only the metrics the study judges: the no-reference and DISTS scores cost over half an arm's evaluation on
-    # CPU and no verdict reads them (the main run's report has them). A metric's per-image value does not depend
-    # on which others are scored, so arms scored before this are paired with later ones unchanged.
-    sets = [e if isinstance(e, str) else {**e, "metrics": [m for m in e.get("metrics", METRICS) if m in METRICS]}
-            for e in out["evaluate"]["sets"] if (e if isinstance(e, str) else e["name"]) in names]
+    sets = [e for e in out["evaluate"]["sets"] if (e if isinstance(e, str) else e["name"]) in names]
     keep = ("distilled_x4+decoder",) if decoder_only(arm) else (*COMPARED, "bicubic")
     variants = (chain_variants(out) if arm in CHAIN_ARMS
                 else {k: v for k, v in out["evaluate"]["variants"].items() if k in keep})
-    metrics = [m for m in out["evaluate"]["metrics"] if m in METRICS]
-    out["evaluate"] = {**out["evaluate"], "sets": sets, "steps": STUDY_STEPS, "metrics": metrics, "variants": variants}
+    out["evaluate"] = {**out["evaluate"], "sets": sets, "steps": STUDY_STEPS, "variants": variants}
     return out
 
 
