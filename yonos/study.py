@@ -515,7 +515,9 @@ def write_report(cfg: dict, out: str | Path = "reports/claims") -> Path:
                  "`seed2`); the Seeds × images column says how many. "
                  "The paper's Claim 1 predicts a positive gap, largest at few steps. All metrics in "
                  "claim1_budget.csv; arms not run yet are absent.\n\n"
-                 + (f"![Claim 1 against budget]({figure.name})\n\n" if figure else "")
+                 + (f"![Claim 1 against budget]({figure.name})\n\nOpen markers: a teacher trained longer than the "
+                    f"main run's {int(cfg['teacher']['steps'])} steps (the table gives each run's).\n\n"
+                    if figure else "")
                  + claims.to_markdown(psnr.assign(claim=psnr["arm"] + " (teacher " + psnr["teacher_steps"].astype(str)
                                                   + ", student " + psnr["student_steps"].astype(str)
                                                   + ", direct from " + psnr["direct_init"] + ")")))
