@@ -8,11 +8,10 @@ main run's data, autoencoder and latent bank (runs/<profile>/{scan_data, prepare
 encode_latents}: linked, never written), trains the U-Net stages again under runs/study/<arm>/<profile>/
 (teacher, student, direct, decoder; those whose settings the arm leaves alone are linked: `reused`, from the
 main run, or for a replicate <arm>_seedN from the seed arm seedN), evaluates them on the profile's STUDY_SETS
-and runs diagnose_onestep. The chain arm (chain_x8) distils on to x8 and scores
-each link on B100 only. The main run (`dvc repro`) must have finished first. `report` pairs each arm's per-image
-scores with the main run's on the same images and noise seeds and judges "arm beats main" with the bootstrap of
-yonos/report/claims.py; the seed arms and the main run (seed 0) together give the paper's claims (report.claims)
-over training seeds.
+and runs diagnose_onestep. The chain arm (chain_x8) distils on to x8 and scores each link on B100 only. The main run
+(`dvc repro`) must have finished first. `report` pairs each arm's per-image scores with the main run's on
+the same images and noise seeds and judges "arm beats main" with the bootstrap of yonos/report/claims.py;
+the seed arms and the main run (seed 0) together give the paper's claims (report.claims) over training seeds.
 
 This is not part of `dvc repro`: the arms retrain every U-Net stage (~20 min each on 2 CPU cores).
 Why not `dvc exp run --queue`: an experiment re-runs evaluate_real (~25 min) and writes the main report;
