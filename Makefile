@@ -42,7 +42,8 @@ test-fast: setup
 CLAIM1_ARMS := claim1_s250 claim1_s1000 claim1_t1600 claim1_direct_scratch claim1_same_noise claim1_uniform_t \
 	claim1_multistep
 STUDY_ARMS ?= seed1 seed2 previous_default previous_default_seed1 previous_default_seed2 decoder_control \
-	base_schedule base_schedule_seed1 base_schedule_seed2 longer longest prior prior_seed1 prior_seed2 ema start_condition \
+	base_schedule base_schedule_seed1 base_schedule_seed2 longer longest wider prior prior_seed1 prior_seed2 ema \
+	start_condition \
 	$(CLAIM1_ARMS) $(addsuffix _seed1,$(CLAIM1_ARMS)) $(addsuffix _seed2,$(CLAIM1_ARMS)) chain_x8 ldmsr_budget5
 study: setup
 	python -m yonos.study run $(STUDY_ARMS)

@@ -15,7 +15,9 @@ from yonos.config import load_params, run_dir
 
 @pytest.fixture()
 def cfg(repo_root, tmp_path):
-    return {**load_params(repo_root / "params.yaml", "embedded"), "run_root": str(tmp_path)}
+    params = load_params(repo_root / "params.yaml", "embedded")
+    # the study files scores beside its report: here, not in the repository's reports/claims/scores
+    return {**params, "run_root": str(tmp_path), "report": {**params["report"], "study": str(tmp_path / "claims")}}
 
 
 def write_scores(path, gap: float, n: int = 12, seed: int = 0):
@@ -187,3 +189,35 @@ def test_an_arm_made_under_other_params_is_left_out_and_named(cfg):
     assert study.stale_arms(resumed) == []
     switched = study.apply(cfg, {"model.rescale_betas_zero_snr": not cfg["model"]["rescale_betas_zero_snr"]})
     assert study.stale_arms(switched) == ["ema"] and study.seed_frames(switched, "ema") == []
+
+
+def test_the_report_outlives_the_run_folders_through_the_filed_scores(cfg, tmp_path):
+    """A new machine has no runs/: the report made from the filed scores is the report made from the folders."""
+    import shutil
+
+    write_scores(run_dir(cfg, "evaluate", "per_image.csv"), gap=-0.2)
+    write_scores(run_dir(study.arm_config(cfg, "claim1_s1000"), "evaluate", "per_image.csv"), gap=+0.3, seed=1)
+    write_scores(run_dir(study.arm_config(cfg, "claim1_s250"), "evaluate", "per_image.csv"), gap=+0.1, seed=2)
+    before = study.write_report(cfg).read_text()
+    budget = (tmp_path / "claims" / "claim1_budget.csv").read_text()
+    filed = sorted(p.name for p in (tmp_path / "claims" / "scores").iterdir())
+    assert filed == [f"{n}.{e}" for n in ("claim1_s1000", "claim1_s250", "main") for e in ("csv.gz", "json")]
+    shutil.rmtree(tmp_path / "embedded")  # the main run's folder
+    shutil.rmtree(tmp_path / "study")     # the arms'
+    assert study.write_report(cfg).read_text() == before
+    assert (tmp_path / "claims" / "claim1_budget.csv").read_text() == budget
+
+
+def test_an_arm_filed_against_another_main_run_is_left_out_until_run_again(cfg, tmp_path):
+    """claim1_s250 links the main run's teacher: filed against one run of main, it is not paired with another
+    (another machine's); that run is not filed over the first unless asked."""
+    write_scores(run_dir(cfg, "evaluate", "per_image.csv"), gap=-0.2)
+    write_scores(run_dir(study.arm_config(cfg, "claim1_s250"), "evaluate", "per_image.csv"), gap=+0.1, seed=2)
+    assert study.file_runs(cfg) == ["main", "claim1_s250"]
+    assert study.file_runs(cfg) == []  # the same scores again: nothing to do
+    write_scores(run_dir(cfg, "evaluate", "per_image.csv"), gap=-0.2, seed=5)  # main run again, elsewhere
+    assert study.file_runs(cfg) == [] and study.stale_arms(cfg) == []  # kept: the report uses the filed main
+    assert study.file_runs(cfg, [study.MAIN], refile=True) == [study.MAIN]
+    assert study.stale_arms(cfg) == []  # its folder is here, linked to this main run: it pairs
+    (tmp_path / "study" / "claim1_s250" / "embedded" / "evaluate" / "per_image.csv").unlink()
+    assert study.stale_arms(cfg) == ["claim1_s250"] and study.seed_frames(cfg, "claim1_s250") == []

@@ -12,6 +12,8 @@ and runs diagnose_onestep. The chain arm (chain_x8) distils on to x8 and scores 
 (`dvc repro`) must have finished first. `report` pairs each arm's per-image scores with the main run's on
 the same images and noise seeds and judges "arm beats main" with the bootstrap of yonos/report/claims.py;
 the seed arms and the main run (seed 0) together give the paper's claims (report.claims) over training seeds.
+Both commands file each run's per-image scores beside the report (reports/claims/scores/, yonos/study_scores.py),
+so the report stays whole when the runs are gone (a new machine): a run is read from there, else from its folder.
 
 This is not part of `dvc repro`: the arms retrain every U-Net stage (~20 min each on 2 CPU cores).
 Why not `dvc exp run --queue`: an experiment re-runs evaluate_real (~25 min) and writes the main report;
@@ -28,6 +30,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from yonos import study_scores
 from yonos.config import load_params, run_dir
 from yonos.errors import UserError
 from yonos.io import atomic_path, write_text
@@ -52,8 +55,12 @@ BASE_ARMS: dict[str, dict] = {
     # issue 8's +0.5 dB over bicubic at one step?
     "longer": {"teacher.steps": 1600, "distill.steps": 1000, "direct.steps": 1000},
     "longest": {"teacher.steps": 3200, "distill.steps": 2000, "direct.steps": 2000},
+    # The U-Net 1.5x as wide (~2.2x the parameters and compute) at the main run's step budget: since `longest`
+    # gains nothing over `longer`, is capacity the lever for the +0.5 dB target?
+    "wider": {"model.unet.block_out_channels": [96, 192, 192]},
 }
 BUDGET_SCALED = ("longer", "longest")
+CAPACITY = ("wider",)
 # Claim 1 against the budget: the student's and the direct model's optimiser steps (equal for both, so only
 # the target differs) over 4x around the main run's 500, and the teacher at twice its 800 steps. Judged as
 # distilled vs direct within each arm (claim1_budget), not against the main run.
@@ -85,8 +92,9 @@ CHAIN_SETS = ("b100",)
 # the seeds it has (claim1_budget).
 REPLICATED = ("prior", "base_schedule", "previous_default")
 # Arms whose own runs are judged on the paper's claims and the target against bicubic: the replicated arms once
-# they have a replicate, the budget arms at the seeds they have (the target is about the final output's level).
-CLAIMED_UNDER = (*REPLICATED, *BUDGET_SCALED)
+# they have a replicate, the budget and capacity arms at the seeds they have (the target is about the final
+# output's level).
+CLAIMED_UNDER = (*REPLICATED, *BUDGET_SCALED, *CAPACITY)
 _BASE = {**BASE_ARMS, **CLAIM1_ARMS, **CLAIM1_MECHANISM, **CHAIN_ARMS}
 ARMS: dict[str, dict] = {
     **_BASE,
@@ -112,6 +120,7 @@ CHECKPOINT_EVERY = 100
 PREVIOUS = Path("previous_default")
 PREVIOUS_CHOSEN = "combined"  # its arm that became the default (its settings: the `claim` column of its rows)
 METRICS = ("psnr", "ssim", "lpips")
+MAIN = "main"  # the main run's name among the filed scores (study_scores)
 
 
 def settings(arm: str) -> str:
@@ -264,27 +273,115 @@ def run_arm(cfg: dict, arm: str, *, fresh: bool = False) -> None:
     for stage in stages:
         print(f"[study] {arm}: {stage}", file=sys.stderr)
         run_stage(stage, importlib.import_module(f"yonos.stages.{stage}").run, acfg)
+    file_runs(cfg, [arm])  # its scores outlive its run folder (study_scores)
+
+
+def scores_dir(cfg: dict) -> Path | None:
+    """Where the study files its runs' scores (study_scores): `scores/` in the profile's study report folder
+    (report.study); None for a profile without a study, whose report reads its run folders alone."""
+    folder = (cfg.get("report") or {}).get("study")
+    return Path(folder) / "scores" if folder else None
+
+
+def _arm_cfg(cfg: dict, name: str) -> dict:
+    return cfg if name == MAIN else arm_config(cfg, name)
+
+
+def paired_with(name: str) -> str | None:
+    """The run whose models `name` links (so whose scores it must be paired with): a replicate arm's seed arm, else
+    the main run; None for a run that links no U-Net (the main run, a seed arm, an arm that retrains them all)."""
+    if name == MAIN or name not in ARMS or not reused(name):
+        return None
+    return seed_source(name) or MAIN
+
+
+def local_scores(cfg: dict, name: str) -> pd.DataFrame | None:
+    """A run's scores from its folder (runs/...), in the filed form; None when absent or stale."""
+    path = run_dir(_arm_cfg(cfg, name), "evaluate", "per_image.csv")
+    if not path.is_file() or (name != MAIN and stale(cfg, name)):
+        return None
+    return study_scores.canonical(pd.read_csv(path, dtype={"id": str}), steps=(0, *STUDY_STEPS), metrics=METRICS)
+
+
+def filed_scores(cfg: dict, name: str) -> pd.DataFrame | None:
+    """A run's filed scores when they still hold: made under the current params, and against the same run of
+    what it links (paired_with) as the study now uses."""
+    folder = scores_dir(cfg)
+    filed = study_scores.load(folder, name) if folder else None
+    if filed is None:
+        return None
+    frame, meta = filed
+    if meta.get("identity") != identity(_arm_cfg(cfg, name)):
+        return None
+    for source, digest in (meta.get("paired_with") or {}).items():
+        theirs = run_scores(cfg, source)
+        if theirs is None or study_scores.digest(theirs) != digest:
+            return None
+    return frame
+
+
+def run_scores(cfg: dict, name: str) -> pd.DataFrame | None:
+    """A run's per-image scores as the study uses them: filed ones first (what the committed report was made
+    from), else the run folder's."""
+    filed = filed_scores(cfg, name)
+    return filed if filed is not None else local_scores(cfg, name)
+
+
+def file_runs(cfg: dict, names=None, *, refile: bool = False) -> list[str]:
+    """File the scores of each run folder present (the main run, the arms) in scores_dir; returns the names filed.
+    A filed run whose scores differ (another machine's run of it) is kept unless `refile`: replacing it leaves
+    out every arm filed against it until that arm is run again here."""
+    folder = scores_dir(cfg)
+    if folder is None:
+        return []
+    done = []
+    for name in names or (MAIN, *ARMS):
+        local = local_scores(cfg, name)
+        if local is None:
+            continue
+        filed = study_scores.load(folder, name)
+        if filed is not None and filed[1].get("sha256") == study_scores.digest(local):
+            continue
+        if filed is not None and not refile:
+            print(f"[study] {run_dir(_arm_cfg(cfg, name), 'evaluate', 'per_image.csv')}: differs from the filed "
+                  f"{study_scores.paths(folder, name)[0]} (another run of {name}); the report uses the filed "
+                  "scores; pass --refile to replace them", file=sys.stderr)
+            continue
+        source = paired_with(name)
+        theirs = run_scores(cfg, source) if source else None
+        if source and theirs is None:
+            continue  # what it was paired with is gone: nothing to pair it with later either
+        study_scores.save(folder, name, local, {
+            "profile": cfg["profile"], "identity": identity(_arm_cfg(cfg, name)),
+            "seconds": own_seconds(cfg, name),
+            "paired_with": {source: study_scores.digest(theirs)} if source else {}})
+        done.append(name)
+    return done
 
 
 def seed_frames(cfg: dict, arm: str | None = None) -> list[pd.DataFrame]:
     """The per-image scores of one configuration over training seeds, each with its `seed` column: the main
     run (seed 0) and the seed arms when `arm` is None, else the arm and its replicates <arm>_seed1, ...
     Runs not made yet are absent."""
-    names = {0: arm, **{seed: tag if arm is None else f"{arm}_{tag}" for tag, seed in SEED_ARMS.items()}}
+    names = {0: arm or MAIN, **{seed: tag if arm is None else f"{arm}_{tag}" for tag, seed in SEED_ARMS.items()}}
     frames = []
     for seed, name in names.items():
-        if name is not None and name not in ARMS:
+        if name != MAIN and name not in ARMS:
             continue  # an arm without replicates
-        path = run_dir(cfg if name is None else arm_config(cfg, name), "evaluate", "per_image.csv")
-        if path.is_file() and (name is None or not stale(cfg, name)):
-            frames.append(pd.read_csv(path).assign(seed=seed))
+        frame = run_scores(cfg, name)
+        if frame is not None:
+            frames.append(frame.assign(seed=seed))
     return frames
 
 
 def stale_arms(cfg: dict) -> list[str]:
-    """The arms whose runs were made under other params (left out of every table)."""
-    return [arm for arm in ARMS if run_dir(arm_config(cfg, arm), "evaluate", "per_image.csv").is_file()
-            and stale(cfg, arm)]
+    """The arms run or filed under other params, or against another run of what they link (left out of every
+    table until run again)."""
+    folder = scores_dir(cfg)
+    return [arm for arm in ARMS
+            if (run_dir(arm_config(cfg, arm), "evaluate", "per_image.csv").is_file()
+                or (folder and study_scores.paths(folder, arm)[0].is_file()))
+            and run_scores(cfg, arm) is None]
 
 
 def compared(frames: list[pd.DataFrame], tag: str | None = None) -> pd.DataFrame | None:
@@ -302,7 +399,8 @@ def judge_arms(cfg: dict) -> pd.DataFrame:
     models the arm trains again are judged: one it links is the main run's (or its seed arm's) own."""
     main = compared(seed_frames(cfg))
     if main is None:
-        raise UserError(f"{run_dir(cfg, 'evaluate', 'per_image.csv')}: missing; run the main pipeline first")
+        raise UserError(f"{run_dir(cfg, 'evaluate', 'per_image.csv')}: missing, and no filed scores of the main run "
+                        "(scores/ of the study's report); run the main pipeline first (dvc repro)")
     verdicts = []
     for arm in (*BASE_ARMS, *CLAIM1_MECHANISM):  # a mechanism also changes the models themselves
         theirs = compared(seed_frames(cfg, arm), arm)
@@ -427,16 +525,26 @@ def budget_table(cfg: dict) -> str:
     return "\n".join(lines)
 
 
-def arm_seconds(cfg: dict) -> dict[str, dict[str, float]]:
-    """{arm: {stage: seconds}} of the stages each arm ran itself (timing.json; linked stages left out)."""
+def own_seconds(cfg: dict, name: str) -> dict[str, float]:
+    """{stage: seconds} of the stages a run folder ran itself (timing.json; linked stages left out)."""
     from yonos.stages.report import read_timings
 
+    folder = run_dir(_arm_cfg(cfg, name))
+    if not folder.is_dir():
+        return {}
+    return {stage: secs for stage, secs in read_timings(folder).items()
+            if (folder / stage).is_dir() and not (folder / stage).is_symlink()}
+
+
+def arm_seconds(cfg: dict) -> dict[str, dict[str, float]]:
+    """{arm: {stage: seconds}} of the stages each arm ran itself: from its folder, else as filed with its scores."""
+    folder = scores_dir(cfg)
     out = {}
     for arm in (*ARMS, *BUDGET_ARMS):
-        folder = run_dir(arm_config(cfg, arm))
-        if folder.is_dir():
-            out[arm] = {stage: secs for stage, secs in read_timings(folder).items()
-                        if (folder / stage).is_dir() and not (folder / stage).is_symlink()}
+        out[arm] = own_seconds(cfg, arm)
+        filed = study_scores.load(folder, arm) if folder and not out[arm] and arm in ARMS else None
+        if filed is not None and run_scores(cfg, arm) is not None:
+            out[arm] = filed[1].get("seconds") or {}
     return {arm: stages for arm, stages in out.items() if stages}
 
 
@@ -454,8 +562,11 @@ def _runs_of(arm: str, frame: pd.DataFrame) -> str:
     return f"{n} training seed{'s' if n > 1 else ''} (`{arm}` has no replicates; intervals over images only)"
 
 
-def write_report(cfg: dict, out: str | Path = "reports/claims") -> Path:
-    out = Path(out)
+def write_report(cfg: dict, out: str | Path | None = None, *, refile: bool = False) -> Path:
+    """reports/claims/ (or `out`, whose scores/ it files to and reads): the runs present filed first (file_runs)."""
+    out = Path(out or (cfg.get("report") or {}).get("study") or "reports/claims")
+    cfg = {**cfg, "report": {**(cfg.get("report") or {}), "study": str(out)}}
+    file_runs(cfg, refile=refile)
     seeds, arms, left_out = claims_over_seeds(cfg), judge_arms(cfg), stale_arms(cfg)
     under = {arm: claims_over_seeds(cfg, arm) for arm in CLAIMED_UNDER
              if len(seed_frames(cfg, arm)) > (arm in REPLICATED)}
@@ -469,8 +580,12 @@ def write_report(cfg: dict, out: str | Path = "reports/claims") -> Path:
             "Generated by `python -m yonos.study report` from the main run (`dvc repro`) and the arms trained by "
             "`python -m yonos.study run ARM` ([yonos/study.py](../../yonos/study.py)); not part of `dvc repro`. "
             "Every arm retrains every U-Net stage from the main run's data, autoencoder and latent bank.\n\n"
-            + (f"Left out, made under other params than the current ones (redo them with `python -m yonos.study run "
-               f"--fresh ARM`): {', '.join(f'`{a}`' for a in left_out)}.\n\n" if left_out else "")
+            + "The per-image scores of every run, filed by the study so that it outlives the machines that ran it, "
+            "are in [scores/](scores/) (yonos/study_scores.py): the report reads a run from there, else from its "
+            "run folder.\n\n"
+            + (f"Left out, made under other params than the current ones or against another run of the main run "
+               f"(redo them with `python -m yonos.study run --fresh ARM`): "
+               f"{', '.join(f'`{a}`' for a in left_out)}.\n\n" if left_out else "")
             + (f"The study run under the previous one-step default, which chose the current one: [{PREVIOUS.name}/]"
                f"({PREVIOUS.name}/README.md).\n\n" if (out / PREVIOUS.name / "README.md").is_file() else "")
             + "## The paper's claims over training seeds\n\n"
@@ -555,6 +670,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("arms", nargs="*", help=f"run: arms to train ({', '.join([*ARMS, *BUDGET_ARMS])})")
     parser.add_argument("--profile", default=None)
     parser.add_argument("--params", default="params.yaml")
+    parser.add_argument("--refile", action="store_true",
+                        help="report: replace filed scores that differ from the run folders' (another machine's runs)")
     parser.add_argument("--fresh", action="store_true",
                         help="run: discard the arms' saved trainer states (needed for an arm made under other params)")
     args = parser.parse_args(argv)
@@ -568,7 +685,7 @@ def main(argv: list[str] | None = None) -> int:
             for arm in args.arms:
                 run_arm(cfg, arm, fresh=args.fresh)
         else:
-            print(f"[study] wrote {write_report(cfg)}", file=sys.stderr)
+            print(f"[study] wrote {write_report(cfg, refile=args.refile)}", file=sys.stderr)
     except UserError as exc:
         print(f"study: error: {exc}", file=sys.stderr)
         return 2
