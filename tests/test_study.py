@@ -221,3 +221,7 @@ def test_an_arm_filed_against_another_main_run_is_left_out_until_run_again(cfg, 
     assert study.stale_arms(cfg) == []  # its folder is here, linked to this main run: it pairs
     (tmp_path / "study" / "claim1_s250" / "embedded" / "evaluate" / "per_image.csv").unlink()
     assert study.stale_arms(cfg) == ["claim1_s250"] and study.seed_frames(cfg, "claim1_s250") == []
+    # after a default is switched the filed main run is not used: a run made under the new params replaces it
+    switched = study.apply(cfg, {"model.rescale_betas_zero_snr": not cfg["model"]["rescale_betas_zero_snr"]})
+    assert study.file_runs(switched, [study.MAIN]) == [study.MAIN]
+    assert study.file_runs(cfg, [study.MAIN]) == [study.MAIN]  # and back

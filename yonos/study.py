@@ -330,7 +330,8 @@ def run_scores(cfg: dict, name: str) -> pd.DataFrame | None:
 def file_runs(cfg: dict, names=None, *, refile: bool = False) -> list[str]:
     """File the scores of each run folder present (the main run, the arms) in scores_dir; returns the names filed.
     A filed run whose scores differ (another machine's run of it) is kept unless `refile`: replacing it leaves
-    out every arm filed against it until that arm is run again here."""
+    out every arm filed against it until that arm is run again here. One the report no longer uses (made under
+    other params, or against another run of what it links) is replaced."""
     folder = scores_dir(cfg)
     if folder is None:
         return []
@@ -339,10 +340,10 @@ def file_runs(cfg: dict, names=None, *, refile: bool = False) -> list[str]:
         local = local_scores(cfg, name)
         if local is None:
             continue
-        filed = study_scores.load(folder, name)
-        if filed is not None and filed[1].get("sha256") == study_scores.digest(local):
+        in_use = filed_scores(cfg, name) is not None  # a filed run made under other params is not
+        if in_use and study_scores.load(folder, name)[1].get("sha256") == study_scores.digest(local):
             continue
-        if filed is not None and not refile:
+        if in_use and not refile:
             print(f"[study] {run_dir(_arm_cfg(cfg, name), 'evaluate', 'per_image.csv')}: differs from the filed "
                   f"{study_scores.paths(folder, name)[0]} (another run of {name}); the report uses the filed "
                   "scores; pass --refile to replace them", file=sys.stderr)
