@@ -340,10 +340,10 @@ def file_runs(cfg: dict, names=None, *, refile: bool = False) -> list[str]:
         local = local_scores(cfg, name)
         if local is None:
             continue
-        in_use = filed_scores(cfg, name) is not None  # a filed run made under other params is not
-        if in_use and study_scores.load(folder, name)[1].get("sha256") == study_scores.digest(local):
+        in_use = filed_scores(cfg, name)  # None for a filed run made under other params: replaced
+        if in_use is not None and study_scores.digest(in_use) == study_scores.digest(local):
             continue
-        if in_use and not refile:
+        if in_use is not None and not refile:
             print(f"[study] {run_dir(_arm_cfg(cfg, name), 'evaluate', 'per_image.csv')}: differs from the filed "
                   f"{study_scores.paths(folder, name)[0]} (another run of {name}); the report uses the filed "
                   "scores; pass --refile to replace them", file=sys.stderr)
