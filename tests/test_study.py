@@ -120,6 +120,8 @@ def test_the_chain_judges_each_link_against_bicubic_at_its_own_scale(cfg, tmp_pa
     path = run_dir(arm, "evaluate", "per_image.csv")
     path.parent.mkdir(parents=True)
     pd.DataFrame(rows).to_csv(path, index=False)
+    assert study.chain_verdicts(cfg).empty  # it links the main run's teacher: no main run, nothing to pair with
+    write_scores(run_dir(cfg, "evaluate", "per_image.csv"), gap=0.0)
     chain = study.chain_verdicts(cfg).set_index("a")
     assert chain.loc["teacher_x2", "b"] == "bicubic_x2" and chain.loc["teacher_x2", "verdict"] == "not reproduced"
     assert chain.loc["distilled_x4", "verdict"] == "inconclusive"
@@ -225,3 +227,17 @@ def test_an_arm_filed_against_another_main_run_is_left_out_until_run_again(cfg, 
     switched = study.apply(cfg, {"model.rescale_betas_zero_snr": not cfg["model"]["rescale_betas_zero_snr"]})
     assert study.file_runs(switched, [study.MAIN]) == [study.MAIN]
     assert study.file_runs(cfg, [study.MAIN]) == [study.MAIN]  # and back
+
+
+def test_an_arm_made_against_another_main_run_than_the_filed_one_is_left_out(cfg, tmp_path):
+    """A new machine: its main run differs from the filed one (kept), and claim1_s250 trained there links that
+    machine's teacher. It is filed against the main run it linked, so neither its filed scores nor its folder
+    are paired with the filed main run; once that main run is filed over the old one (--refile), it pairs."""
+    write_scores(run_dir(cfg, "evaluate", "per_image.csv"), gap=-0.2)
+    assert study.file_runs(cfg) == [study.MAIN]
+    write_scores(run_dir(cfg, "evaluate", "per_image.csv"), gap=-0.2, seed=5)  # this machine's main run
+    write_scores(run_dir(study.arm_config(cfg, "claim1_s250"), "evaluate", "per_image.csv"), gap=+0.1, seed=2)
+    assert study.file_runs(cfg) == ["claim1_s250"]  # main: the filed one is kept
+    assert study.stale_arms(cfg) == ["claim1_s250"] and study.seed_frames(cfg, "claim1_s250") == []
+    assert study.file_runs(cfg, [study.MAIN], refile=True) == [study.MAIN]
+    assert study.stale_arms(cfg) == [] and len(study.seed_frames(cfg, "claim1_s250")) == 1

@@ -322,9 +322,17 @@ def filed_scores(cfg: dict, name: str) -> pd.DataFrame | None:
 
 def run_scores(cfg: dict, name: str) -> pd.DataFrame | None:
     """A run's per-image scores as the study uses them: filed ones first (what the committed report was made
-    from), else the run folder's."""
+    from), else the run folder's, if the run folder it links is the run the study uses (not another machine's
+    run of it, kept in the filed scores)."""
     filed = filed_scores(cfg, name)
-    return filed if filed is not None else local_scores(cfg, name)
+    if filed is not None:
+        return filed
+    local, source = local_scores(cfg, name), paired_with(name)
+    if local is None or source is None:
+        return local
+    linked, used = local_scores(cfg, source), run_scores(cfg, source)
+    same = linked is not None and used is not None and study_scores.digest(linked) == study_scores.digest(used)
+    return local if same else None
 
 
 def file_runs(cfg: dict, names=None, *, refile: bool = False) -> list[str]:
@@ -349,7 +357,7 @@ def file_runs(cfg: dict, names=None, *, refile: bool = False) -> list[str]:
                   "scores; pass --refile to replace them", file=sys.stderr)
             continue
         source = paired_with(name)
-        theirs = run_scores(cfg, source) if source else None
+        theirs = local_scores(cfg, source) if source else None  # the run folder it linked, filed or not
         if source and theirs is None:
             continue  # what it was paired with is gone: nothing to pair it with later either
         study_scores.save(folder, name, local, {
