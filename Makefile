@@ -30,11 +30,17 @@ setup: $(STAMP)
 repro: setup
 	dvc repro
 
+# The suite in TEST_WORKERS processes (pytest-xdist; 0 runs it in this one), a test file per process so that a
+# file's module fixtures are built once, each process on one thread: tiny models gain nothing from threads, and
+# two processes of 2-thread OpenMP spin badly on 2 cores.
+TEST_WORKERS ?= 2
+PYTEST := OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 pytest -q -n $(TEST_WORKERS) --dist loadfile
+
 test: setup
-	pytest -q tests
+	$(PYTEST) tests
 
 test-fast: setup
-	pytest -q tests -m "not slow"
+	$(PYTEST) tests -m "not slow"
 
 # The study behind reports/claims/ (not part of `dvc repro`; run it after `make repro`): every arm beside the main
 # run, then the report. ~15-35 min per arm on 2 cores (decoder_control ~10), resumable: re-run to continue.
