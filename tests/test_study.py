@@ -241,3 +241,39 @@ def test_an_arm_made_against_another_main_run_than_the_filed_one_is_left_out(cfg
     assert study.stale_arms(cfg) == ["claim1_s250"] and study.seed_frames(cfg, "claim1_s250") == []
     assert study.file_runs(cfg, [study.MAIN], refile=True) == [study.MAIN]
     assert study.stale_arms(cfg) == [] and len(study.seed_frames(cfg, "claim1_s250")) == 1
+
+
+def test_a_budget_arm_outlives_its_run_folder_through_the_filed_results(cfg, tmp_path):
+    """ldmsr_budget5's table sets its baseline's results.csv beside the main run's: filed beside the scores, the
+    arm's row is the same once the run folders are gone, the main run's then read from the profile's report."""
+    import shutil
+
+    from yonos.config import save_resolved
+    from yonos.stages.evaluate_baseline import stage_name
+
+    method = study.BUDGET_ARMS["ldmsr_budget5"][0]
+    stage, arm = stage_name(method), study.arm_config(cfg, "ldmsr_budget5")
+
+    def results(path, offset, others=()):
+        rows = [dict(method=m, variant=f"{m}_x4", dataset=d, steps=s, metric="psnr", value=12 + offset + s / 100)
+                for m in (method, *others) for d in ("embedded", "b100") for s in (1, 4, 16)]
+        path.parent.mkdir(parents=True, exist_ok=True)
+        pd.DataFrame(rows).to_csv(path, index=False)
+
+    results(run_dir(cfg, stage, "results.csv"), 0.0)
+    results(run_dir(arm, stage, "results.csv"), 5.0)
+    save_resolved(run_dir(arm, stage), arm, stage)
+    assert "| ldmsr_budget5 | 17.01 | 17.04 | 17.16 |" in study.budget_table(cfg)
+    assert "| equal budget (main run) | 12.01 | 12.04 | 12.16 |" in study.budget_table(cfg)
+    assert study.file_runs(cfg, ["ldmsr_budget5"]) == ["ldmsr_budget5"]
+    assert study.file_runs(cfg, ["ldmsr_budget5"]) == []  # the same results: filed already
+
+    report = {**cfg, "report": {**cfg["report"], "out_dir": str(tmp_path / "report")}}
+    results(tmp_path / "report" / "results.csv", 0.0, others=["sr3"])  # what `dvc repro` wrote of every method
+    shutil.rmtree(tmp_path / "embedded")
+    shutil.rmtree(tmp_path / "study")
+    table = study.budget_table(report)
+    assert "| ldmsr_budget5 | 17.01 | 17.04 | 17.16 |" in table
+    assert "| equal budget (main run, reports/embedded/results.csv) | 12.01 | 12.04 | 12.16 |" in table
+    assert study.arm_seconds(report) == {}  # no stage timed: the arm's folder had no timing.json
+    assert study.budget_table(study.apply(report, {"seed": 1})) == ""  # filed under other params: left out

@@ -267,6 +267,7 @@ def run_arm(cfg: dict, arm: str, *, fresh: bool = False) -> None:
         print(f"[study] {arm}: train_{method}, {stage_name(method)}", file=sys.stderr)
         run_stage(f"train_{method}", importlib.import_module(f"yonos.stages.train_{method}").run, acfg)
         run_stage(stage_name(method), lambda c: run_method(c, method), acfg)
+        file_runs(cfg, [arm])
         return
     stages = [*own_shared(arm), *(s for s in TRAIN_STAGES if s not in reused(arm)), "evaluate"]
     stages += [] if decoder_only(arm) or arm in CHAIN_ARMS else ["diagnose_onestep"]
@@ -344,7 +345,10 @@ def file_runs(cfg: dict, names=None, *, refile: bool = False) -> list[str]:
     if folder is None:
         return []
     done = []
-    for name in names or (MAIN, *ARMS):
+    for name in names or (MAIN, *ARMS, *BUDGET_ARMS):
+        if name in BUDGET_ARMS:
+            done += [name] if file_budget_run(cfg, folder, name, refile=refile) else []
+            continue
         local = local_scores(cfg, name)
         if local is None:
             continue
@@ -513,17 +517,77 @@ def claim1_figure(frame: pd.DataFrame, path: Path, metric: str = "psnr") -> Path
     return path
 
 
-def budget_table(cfg: dict) -> str:
-    """PSNR-Y on the held-out crops against sampling steps: each budget arm beside the main run's baseline."""
+BUDGET_COLUMNS = ["variant", "dataset", "steps", "metric", "value"]  # what budget_table reads of results.csv
+
+
+def local_budget_results(cfg: dict, arm: str) -> pd.DataFrame | None:
+    """A budget arm's results from its run folder (its baseline's evaluate stage, results.csv: means per set, steps
+    and metric), in a fixed order; None when absent or made under other params."""
     from yonos.stages.evaluate_baseline import stage_name
 
+    acfg = arm_config(cfg, arm)
+    path = run_dir(acfg, stage_name(BUDGET_ARMS[arm][0]), "results.csv")
+    recorded = path.with_name("resolved_config.json")
+    if not path.is_file() or (recorded.is_file()
+                              and identity(json.loads(recorded.read_text())["config"]) != identity(acfg)):
+        return None
+    return pd.read_csv(path)[BUDGET_COLUMNS].sort_values(BUDGET_COLUMNS[:4], kind="stable").reset_index(drop=True)
+
+
+def filed_budget_results(cfg: dict, arm: str) -> pd.DataFrame | None:
+    """A budget arm's results as filed, when made under the current params."""
+    folder = scores_dir(cfg)
+    filed = study_scores.load(folder, arm) if folder else None
+    return filed[0] if filed is not None and filed[1].get("identity") == identity(arm_config(cfg, arm)) else None
+
+
+def budget_results(cfg: dict, arm: str) -> pd.DataFrame | None:
+    """A budget arm's results as filed, else from its run folder, as run_scores reads an arm's. No per-image
+    pairing: its table sets means side by side."""
+    filed = filed_budget_results(cfg, arm)
+    return filed if filed is not None else local_budget_results(cfg, arm)
+
+
+def file_budget_run(cfg: dict, folder: Path, arm: str, *, refile: bool = False) -> bool:
+    """File a budget arm's results from its run folder, as file_runs does an arm's scores (another machine's filed
+    run of it is kept unless `refile`); whether it did."""
+    local, in_use = local_budget_results(cfg, arm), filed_budget_results(cfg, arm)
+    if local is None or (in_use is not None and study_scores.digest(in_use) == study_scores.digest(local)):
+        return False
+    if in_use is not None and not refile:
+        print(f"[study] {arm}: its run folder's results differ from the filed {study_scores.paths(folder, arm)[0]} "
+              "(another run of it); the report uses the filed ones; pass --refile to replace them", file=sys.stderr)
+        return False
+    study_scores.save(folder, arm, local, {"profile": cfg["profile"], "identity": identity(arm_config(cfg, arm)),
+                                           "seconds": own_seconds(cfg, arm), "paired_with": {}})
+    return True
+
+
+def main_baseline_results(cfg: dict, method: str) -> tuple[pd.DataFrame, str] | None:
+    """The main run's results of a baseline at the equal budget, and where they came from: its evaluate stage's
+    run folder, else the profile's committed report (reports/<profile>/results.csv, what `dvc repro` wrote)."""
+    from yonos.config import report_dir
+    from yonos.stages.evaluate_baseline import stage_name
+
+    for path, source in ((run_dir(cfg, stage_name(method), "results.csv"), "main run"),
+                         (report_dir(cfg) / "results.csv", f"main run, reports/{cfg['profile']}/results.csv")):
+        if path.is_file():
+            frame = pd.read_csv(path)
+            frame = frame[frame["method"] == method] if "method" in frame else frame
+            if len(frame):
+                return frame[BUDGET_COLUMNS], source
+    return None
+
+
+def budget_table(cfg: dict) -> str:
+    """PSNR-Y on the held-out crops against sampling steps: each budget arm beside the main run's baseline."""
     lines = []
     for arm, (method, overrides) in BUDGET_ARMS.items():
-        frames = {label: run_dir(c, stage_name(method), "results.csv")
-                  for label, c in (("equal budget (main run)", cfg), (arm, arm_config(cfg, arm)))}
-        if not all(f.is_file() for f in frames.values()):
+        main, theirs = main_baseline_results(cfg, method), budget_results(cfg, arm)
+        if main is None or theirs is None:
             continue
-        rows = {label: pd.read_csv(f).query("dataset == 'embedded' and metric == 'psnr'").set_index("steps")["value"]
+        frames = {f"equal budget ({main[1]})": main[0], arm: theirs}
+        rows = {label: f.query("dataset == 'embedded' and metric == 'psnr'").set_index("steps")["value"]
                 for label, f in frames.items()}
         steps = sorted(set.intersection(*(set(r.index) for r in rows.values())))
         lines += [f"### {method}: {', '.join(f'{k}={v}' for k, v in overrides.items())}", "",
@@ -551,8 +615,9 @@ def arm_seconds(cfg: dict) -> dict[str, dict[str, float]]:
     out = {}
     for arm in (*ARMS, *BUDGET_ARMS):
         out[arm] = own_seconds(cfg, arm)
-        filed = study_scores.load(folder, arm) if folder and not out[arm] and arm in ARMS else None
-        if filed is not None and run_scores(cfg, arm) is not None:
+        filed = study_scores.load(folder, arm) if folder and not out[arm] else None
+        in_use = budget_results(cfg, arm) if arm in BUDGET_ARMS else run_scores(cfg, arm)
+        if filed is not None and in_use is not None:
             out[arm] = filed[1].get("seconds") or {}
     return {arm: stages for arm, stages in out.items() if stages}
 
