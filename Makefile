@@ -43,7 +43,8 @@ test-fast: setup
 	$(PYTEST) tests -m "not slow"
 
 # The study behind reports/claims/ (not part of `dvc repro`; run it after `make repro`): every arm beside the main
-# run, then the report. ~15-35 min per arm on 2 cores (decoder_control ~10), resumable: re-run to continue.
+# run, then the report. ~15-35 min per arm on one 2-core machine, 40-65 on another, two arms at once
+# (decoder_control 5-10), resumable: re-run to continue.
 # A Claim 1 replicate (<arm>_seed1) reuses the teacher of seed1, so the seed arms come first.
 CLAIM1_ARMS := claim1_s250 claim1_s1000 claim1_t1600 claim1_direct_scratch claim1_same_noise claim1_uniform_t \
 	claim1_multistep
