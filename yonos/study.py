@@ -616,8 +616,7 @@ def arm_seconds(cfg: dict) -> dict[str, dict[str, float]]:
     for arm in (*ARMS, *BUDGET_ARMS):
         out[arm] = own_seconds(cfg, arm)
         filed = study_scores.load(folder, arm) if folder and not out[arm] else None
-        in_use = budget_results(cfg, arm) if arm in BUDGET_ARMS else run_scores(cfg, arm)
-        if filed is not None and in_use is not None:
+        if filed is not None and (budget_results if arm in BUDGET_ARMS else run_scores)(cfg, arm) is not None:
             out[arm] = filed[1].get("seconds") or {}
     return {arm: stages for arm, stages in out.items() if stages}
 
