@@ -25,7 +25,8 @@ from torch.utils.data import Dataset
 
 from yonos import checkpoint
 from yonos.errors import UserError
-from yonos.train import example_seed, fit, make_accelerator
+from yonos.stages._common import run_stage
+from yonos.train import example_seed, fit, fit_timing, make_accelerator
 
 
 # --- fast: fit on a tiny model --------------------------------------------------------------------
@@ -84,10 +85,24 @@ def test_resume_after_a_crash_is_exact(tmp_path):
     state = tmp_path / "run" / "state"
     with pytest.raises(KeyboardInterrupt):
         train(state, loss=crash_at_step_8)
-    assert json.loads((state / checkpoint.STATE_JSON).read_text())["step"] == 6
-    resumed, result = train(state)
+    saved = json.loads((state / checkpoint.STATE_JSON).read_text())
+    assert saved["step"] == 6 and saved["train_seconds"] > 0
+    got = {}
+
+    def resume(cfg):  # a stage whose one link resumes, nested like distill_student's {x4: ...}
+        got["model"], got["result"] = train(state)
+        return {"timing": {"x4": fit_timing(got["result"])}}
+
+    run_stage("toy", resume, {"profile": "toy", "run_root": str(tmp_path / "runs")})
+    resumed, result = got["model"], got["result"]
     assert_same_weights(resumed, reference)
     assert result.losses == ref_result.losses and result.steps == 20
+    # The training time of the crashed call is carried in the state, so the stage reports all of it.
+    assert ref_result.earlier_seconds == 0 and result.earlier_seconds == saved["train_seconds"]
+    total = json.loads((state / checkpoint.STATE_JSON).read_text())["train_seconds"]
+    assert saved["train_seconds"] < total <= saved["train_seconds"] + result.seconds
+    timing = json.loads((tmp_path / "runs" / "toy" / "toy" / "timing.json").read_text())
+    assert timing["seconds"] == pytest.approx(timing["call_seconds"] + saved["train_seconds"], abs=0.02)
 
 
 def test_resume_refuses_a_changed_config_in_one_line(tmp_path):
@@ -299,6 +314,8 @@ def test_teacher_killed_and_resumed_is_bit_identical(teacher_inputs, tmp_path, r
     log = json.loads((out / "train_log.json").read_text())
     ref_log = json.loads((ref_root / "smoke" / "train_teacher" / "train_log.json").read_text())
     assert log["loss_every_step"] == ref_log["loss_every_step"] and log["steps"] == 20
+    timing = json.loads((out / "timing.json").read_text())  # counts the killed calls' saved training too
+    assert timing["seconds"] > timing["call_seconds"] and timing["earlier_seconds"] > 0
 
     # A changed config is refused by the stage's command line with one line, and --fresh is the way out
     # (run here in-process: a process start costs ~9 s of imports).

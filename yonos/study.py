@@ -729,7 +729,9 @@ def write_report(cfg: dict, out: str | Path | None = None, *, refile: bool = Fal
     if seconds:
         text += ("\n## Wall time\n\nThe stages each arm ran itself, from their timing.json, summed. Measured on a "
                  "2-core machine while two or three arms (or other jobs) shared it, so an arm alone takes roughly half "
-                 "as long; an arm killed part-way counts only its finished stages.\n\n" + time_table(seconds))
+                 "as long; an arm killed part-way counts only its finished stages. A stage resumed from a saved "
+                 "trainer state counts the training of its earlier calls too, except where the state predates that "
+                 "record: then only its last call counts.\n\n" + time_table(seconds))
     write_text(out / "README.md", text)
     from yonos.report import readme
 

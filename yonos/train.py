@@ -136,6 +136,7 @@ class FitResult:
     seconds: float  # of this call
     final_loss: float
     losses: list[float]
+    earlier_seconds: float = 0.0  # training seconds of the earlier calls whose saved state this call resumed
 
 
 def make_accelerator(cfg: dict, grad_accum: int = 1) -> Accelerator:
@@ -188,7 +189,7 @@ def fit(
     model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
     ema = EMAModel(params, decay=ema_decay) if ema_decay > 0 else None
 
-    done, losses = 0, []
+    done, losses, earlier = 0, [], 0.0
     if state_dir is not None:
         if fresh and accelerator.is_main_process:
             discard_state(state_dir)
@@ -196,6 +197,7 @@ def fit(
         meta = load_state(state_dir, accelerator.unwrap_model(model), optimizer, identity=identity)
         if meta is not None:
             done, losses = int(meta["step"]), [float(v) for v in meta.get("losses", [])]
+            earlier = float(meta.get("train_seconds", 0.0))  # absent in states saved before it was recorded
             if ema is not None:
                 _restore_ema(ema, meta, state_dir)
     with warnings.catch_warnings():  # "scheduler.step() before optimizer.step()": intended here
@@ -226,7 +228,8 @@ def fit(
             bar.update(1)
             bar.set_postfix(loss=f"{np.mean(losses[-20:]):.4g}", refresh=False)
             if state_dir is not None and (step >= steps or (checkpoint_every and step % checkpoint_every == 0)):
-                _save_state(accelerator, model, optimizer, step, state_dir, identity, losses, ema)
+                _save_state(accelerator, model, optimizer, step, state_dir, identity, losses, ema,
+                            train_seconds=earlier + time.perf_counter() - t0)
             if step >= steps:
                 break
     bar.close()
@@ -239,16 +242,24 @@ def fit(
         accelerator.wait_for_everyone()
     seconds = time.perf_counter() - t0
     final_loss = float(np.mean(losses[-20:])) if losses else math.nan
-    return FitResult(steps=step, seconds=seconds, final_loss=final_loss, losses=losses)
+    return FitResult(steps=step, seconds=seconds, final_loss=final_loss, losses=losses, earlier_seconds=earlier)
 
 
-def _save_state(accelerator, model, optimizer, step, state_dir, identity, losses, ema=None) -> None:
+def fit_timing(result: FitResult) -> dict:
+    """A training stage's timing.json entries. run_stage adds every `earlier_seconds` to the stage's seconds,
+    so a stage resumed from a saved state reports all its training, not only its last call."""
+    return {"train_seconds": round(result.seconds, 2), "steps": result.steps,
+            "earlier_seconds": round(result.earlier_seconds, 2)}
+
+
+def _save_state(accelerator, model, optimizer, step, state_dir, identity, losses, ema=None,
+                train_seconds: float = 0.0) -> None:
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         extra = ({"extra_tensors": {f"ema.{i}": p for i, p in enumerate(ema.shadow_params)},
                   "ema_step": ema.optimization_step} if ema is not None else {})
         save_state(state_dir, accelerator.unwrap_model(model), optimizer, step, identity=identity, losses=losses,
-                   **extra)
+                   train_seconds=train_seconds, **extra)
     accelerator.wait_for_everyone()
 
 

@@ -47,10 +47,20 @@ def run_stage(name: str, run: Callable[[dict], dict | None], cfg: dict) -> dict:
     t0 = time.perf_counter()
     result = run(cfg) or {}
     seconds = time.perf_counter() - t0
+    timing = result.get("timing", {})
+    earlier = earlier_seconds(timing)  # training a resumed stage did in earlier calls (yonos.train.fit_timing)
     save_resolved(out, cfg, name)
-    write_json(out / "timing.json", {"stage": name, "seconds": round(seconds, 2), **result.get("timing", {})})
-    print(f"[{name}] done in {seconds:.1f} s", file=sys.stderr)
+    write_json(out / "timing.json", {"stage": name, "seconds": round(seconds + earlier, 2),
+                                     "call_seconds": round(seconds, 2), **timing})
+    earlier_note = f" (+{earlier:.1f} s of training in earlier calls)" if earlier else ""
+    print(f"[{name}] done in {seconds:.1f} s{earlier_note}", file=sys.stderr)
     return result
+
+
+def earlier_seconds(timing: dict) -> float:
+    """The sum of every `earlier_seconds` in a stage's timing entries, nested ones included (one per link)."""
+    return sum(earlier_seconds(v) if isinstance(v, dict) else float(v) if k == "earlier_seconds" else 0.0
+               for k, v in timing.items())
 
 
 # prepare_data writes this instead of copies when the training images are a folder of the user's

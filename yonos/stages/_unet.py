@@ -16,7 +16,7 @@ from yonos.models import LatentCodec, vae_factor, widen_conv_in
 from yonos.pipeline import YonosPipeline
 from yonos.sampler import make_scheduler
 from yonos.stages._common import load_folder
-from yonos.train import T_SAMPLING, CropStream, LatentBank, LatentSR, fit, make_accelerator
+from yonos.train import T_SAMPLING, CropStream, LatentBank, LatentSR, fit, fit_timing, make_accelerator
 
 
 def load_vae(cfg: dict) -> AutoencoderKL:
@@ -181,8 +181,7 @@ def fit_stage(cfg: dict, model, loss, examples, *, steps: int, batch_size: int, 
     )
     write_json(out / "train_log.json", {"steps": result.steps, "seconds": result.seconds, "batch_size": batch_size,
                                         "final_loss": result.final_loss, "loss_every_step": result.losses})
-    return {"timing": {"train_seconds": round(result.seconds, 2), "steps": result.steps,
-                       "final_loss": result.final_loss}}
+    return {"timing": {**fit_timing(result), "final_loss": result.final_loss}}
 
 
 def with_task(loss_fn, cfg: dict, pipe: YonosPipeline, **kwargs):

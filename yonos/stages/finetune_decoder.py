@@ -15,7 +15,7 @@ from yonos.io import write_json
 from yonos.metrics import registry
 from yonos.stages._common import stage_main
 from yonos.stages._unet import example_stream, from_checkpoint, task_for
-from yonos.train import DecoderOnly, decoder_loss, fit, make_accelerator
+from yonos.train import DecoderOnly, decoder_loss, fit, fit_timing, make_accelerator
 
 NAME = "finetune_decoder"
 
@@ -65,7 +65,7 @@ def run(cfg: dict) -> dict:
     pipe.save_pretrained(out / "checkpoint", stage=NAME, decoder_perceptual=used)
     write_json(out / "metrics.json", {"perceptual_term": used, "steps": result.steps,
                                       "final_loss": result.final_loss})
-    return {"timing": {"train_seconds": round(result.seconds, 2), "steps": result.steps}}
+    return {"timing": fit_timing(result)}
 
 
 def main() -> int:

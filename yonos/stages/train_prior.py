@@ -170,8 +170,9 @@ def run(cfg: dict) -> dict:
     _publish(out, lambda d: unet.save_pretrained(d, safe_serialization=True), null_emb, "train_log.json",
              {"steps": result.steps, "seconds": result.seconds, "final_loss": result.final_loss,
               "loss_every_step": result.losses})
-    return {"timing": {"train_seconds": round(result.seconds, 2), "steps": result.steps,
-                       "final_loss": result.final_loss}}
+    from yonos.train import fit_timing
+
+    return {"timing": {**fit_timing(result), "final_loss": result.final_loss}}
 
 
 def main() -> int:

@@ -37,7 +37,7 @@ from yonos.stages._unet import example_stream, task_scales, training_identity
 from yonos.stages.finetune_decoder import perceptual_term
 from yonos.stages.train_stablesr import NAME as SR_STAGE
 from yonos.stages.train_stablesr import stablesr_options
-from yonos.train import example_seed, fit, make_accelerator
+from yonos.train import example_seed, fit, fit_timing, make_accelerator
 
 NAME = "train_stablesr_cfw"
 TRAIN_WEIGHT = 1.0  # CFW fusion weight w in training (StableSR); the test-time w is stablesr.cfw_weight
@@ -138,8 +138,7 @@ def run(cfg: dict) -> dict:
     write_json(out / "metrics.json", {**info, "perceptual_term": used, "generation_seconds": round(gen_seconds, 2),
                                       "train_seconds": round(result.seconds, 2), "final_loss": result.final_loss,
                                       "loss_every_step": result.losses})
-    return {"timing": {"generation_seconds": round(gen_seconds, 2), "train_seconds": round(result.seconds, 2),
-                       "steps": result.steps}}
+    return {"timing": {"generation_seconds": round(gen_seconds, 2), **fit_timing(result)}}
 
 
 def main() -> int:
