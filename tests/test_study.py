@@ -277,3 +277,25 @@ def test_a_budget_arm_outlives_its_run_folder_through_the_filed_results(cfg, tmp
     assert "| equal budget (main run, reports/embedded/results.csv) | 12.01 | 12.04 | 12.16 |" in table
     assert study.arm_seconds(report) == {}  # no stage timed: the arm's folder had no timing.json
     assert study.budget_table(study.apply(report, {"seed": 1})) == ""  # filed under other params: left out
+
+
+def test_the_report_is_not_written_again_without_runs_it_shows(cfg, tmp_path):
+    """A machine that has filed only part of the study refuses to thin the committed report, naming the runs it
+    lacks; --drop writes it without them."""
+    import shutil
+
+    write_scores(run_dir(cfg, "evaluate", "per_image.csv"), gap=-0.2)
+    for name, seed in (("seed1", 3), ("claim1_s250", 2), ("claim1_s250_seed1", 4)):
+        write_scores(run_dir(study.arm_config(cfg, name), "evaluate", "per_image.csv"), gap=+0.1, seed=seed)
+    study.write_report(cfg)
+    claims_dir = tmp_path / "claims"
+    assert study.shown_runs(claims_dir) == {"main", "seed1", "claim1_s250", "claim1_s250_seed1"}
+    assert study.missing_runs(cfg, claims_dir) == []
+    shutil.rmtree(claims_dir / "scores")
+    shutil.rmtree(tmp_path / "study" / "claim1_s250_seed1")  # filed nowhere, and its folder is gone
+    before = {p.name: p.read_bytes() for p in claims_dir.iterdir()}
+    with pytest.raises(study.UserError, match=r"shows 1 runs .*\(claim1_s250_seed1\).*--drop"):
+        study.write_report(cfg)
+    assert {p.name: p.read_bytes() for p in claims_dir.iterdir() if p.is_file()} == before  # nothing written
+    study.write_report(cfg, drop=True)
+    assert study.shown_runs(claims_dir) == {"main", "seed1", "claim1_s250"}

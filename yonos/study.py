@@ -31,6 +31,7 @@ from pathlib import Path
 import pandas as pd
 
 from yonos import study_scores
+from yonos.checkpoint import display_path
 from yonos.config import load_params, run_dir
 from yonos.errors import UserError
 from yonos.io import atomic_path, write_text
@@ -635,11 +636,43 @@ def _runs_of(arm: str, frame: pd.DataFrame) -> str:
     return f"{n} training seed{'s' if n > 1 else ''} (`{arm}` has no replicates; intervals over images only)"
 
 
-def write_report(cfg: dict, out: str | Path | None = None, *, refile: bool = False) -> Path:
+def shown_runs(folder: Path) -> set[str]:
+    """The runs a written report shows, read back from its tables (an arm judged over n seeds shows its n runs):
+    what writing it again must not silently drop."""
+    tag_of = {seed: tag for tag, seed in SEED_ARMS.items()}
+    runs = set()
+    for name, column in (("claims.csv", None), ("ablations.csv", "a"), ("claim1_budget.csv", "arm"),
+                         ("claims_by_arm.csv", "arm")):
+        if not (folder / name).is_file():
+            continue
+        frame = pd.read_csv(folder / name)
+        arms = [str(a).rpartition("@")[2] for a in frame[column]] if column else [MAIN] * len(frame)
+        for arm, seeds in zip(arms, frame["seeds"]):
+            runs |= {arm} | {tag_of[s] if arm == MAIN else f"{arm}_{tag_of[s]}" for s in range(1, int(seeds))}
+    text = (folder / "README.md").read_text() if (folder / "README.md").is_file() else ""
+    runs |= {arm for arm in BUDGET_ARMS if f"| {arm} |" in text}  # the budget table's rows
+    runs |= set(CHAIN_ARMS) if (folder / "chain.csv").is_file() else set()
+    return runs
+
+
+def missing_runs(cfg: dict, folder: Path) -> list[str]:
+    """The runs a report in `folder` shows that have no scores here, neither filed nor in a run folder."""
+    def have(name: str) -> bool:
+        return (budget_results(cfg, name) if name in BUDGET_ARMS else run_scores(cfg, name)) is not None
+
+    return sorted(name for name in shown_runs(folder) if not have(name))
+
+
+def write_report(cfg: dict, out: str | Path | None = None, *, refile: bool = False, drop: bool = False) -> Path:
     """reports/claims/ (or `out`, whose scores/ it files to and reads): the runs present filed first (file_runs)."""
     out = Path(out or (cfg.get("report") or {}).get("study") or "reports/claims")
     cfg = {**cfg, "report": {**(cfg.get("report") or {}), "study": str(out)}}
     file_runs(cfg, refile=refile)
+    missing = missing_runs(cfg, out)
+    if missing and not drop:
+        raise UserError(f"{display_path(out)}: shows {len(missing)} runs that have no scores here, filed or in a run "
+                        f"folder ({', '.join(missing)}); run them (python -m yonos.study run ARM), or pass --drop "
+                        "to write the report without them")
     seeds, arms, left_out = claims_over_seeds(cfg), judge_arms(cfg), stale_arms(cfg)
     under = {arm: claims_over_seeds(cfg, arm) for arm in CLAIMED_UNDER
              if len(seed_frames(cfg, arm)) > (arm in REPLICATED)}
@@ -747,6 +780,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--params", default="params.yaml")
     parser.add_argument("--refile", action="store_true",
                         help="report: replace filed scores that differ from the run folders' (another machine's runs)")
+    parser.add_argument("--drop", action="store_true",
+                        help="report: write it even though runs it shows have no scores here (they are left out)")
     parser.add_argument("--fresh", action="store_true",
                         help="run: discard the arms' saved trainer states (needed for an arm made under other params)")
     args = parser.parse_args(argv)
@@ -760,7 +795,7 @@ def main(argv: list[str] | None = None) -> int:
             for arm in args.arms:
                 run_arm(cfg, arm, fresh=args.fresh)
         else:
-            print(f"[study] wrote {write_report(cfg, refile=args.refile)}", file=sys.stderr)
+            print(f"[study] wrote {write_report(cfg, refile=args.refile, drop=args.drop)}", file=sys.stderr)
     except UserError as exc:
         print(f"study: error: {exc}", file=sys.stderr)
         return 2
